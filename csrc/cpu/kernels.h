@@ -1,0 +1,64 @@
+// The vectorised CPU kernels, compiled once per x86 capability (capability/*.cpp, flags in setup.py) and chosen
+// at run time by the CPU capability ATen itself runs at, so one build is fast on an AVX-512 machine and still
+// safe on one without it. They work on raw pointers of contiguous rows: everything that touches at::Tensor
+// stays in linear_sigmoid_cpu.cpp, compiled for the baseline, so no Tensor code is built with wider
+// instructions than the machine may have.
+#pragma once
+
+#include <c10/core/ScalarType.h>
+
+#include <cstdint>
+
+namespace fused_sigmoid::cpu {
+
+struct KernelTable {
+  // y[r, m] = sigmoid(sum_k x[r, k] * w[m, k] + bias[m]) for r < rows: x has row stride ldx and unit column
+  // stride, w is contiguous (M, K), bias is contiguous (M) or null, y is contiguous (rows, M). Accumulates and
+  // applies the sigmoid in float for the half types, and writes each output once.
+  void (*linear_sigmoid_rows)(
+      c10::ScalarType dtype,
+      const void* x,
+      int64_t ldx,
+      const void* w,
+      const void* bias,
+      int64_t rows,
+      int64_t K,
+      int64_t M,
+      void* y);
+
+  // y[i] = sigmoid(y[i]) for i < n, in place: the epilogue of a block that a GEMM has just written.
+  void (*sigmoid_inplace)(c10::ScalarType dtype, void* y, int64_t n);
+
+  // dz = dy * y * (1 - y) for a contiguous (rows, M) block, and, when column_sums is not null, adds each
+  // column of dz into column_sums[M] (float for the half types and float, double for double) in the same pass.
+  void (*sigmoid_backward_rows)(
+      c10::ScalarType dtype,
+      const void* dy,
+      const void* y,
+      int64_t rows,
+      int64_t M,
+      void* dz,
+      void* column_sums);
+
+  // Which instruction set this table was compiled for, e.g. "AVX512".
+  const char* capability;
+};
+
+namespace DEFAULT {
+extern const KernelTable kernel_table;
+}
+#if defined(FUSED_SIGMOID_HAVE_AVX2)
+namespace AVX2 {
+extern const KernelTable kernel_table;
+}
+#endif
+#if defined(FUSED_SIGMOID_HAVE_AVX512)
+namespace AVX512 {
+extern const KernelTable kernel_table;
+}
+#endif
+
+// The table for the capability ATen runs at (which honours ATEN_CPU_CAPABILITY).
+const KernelTable& kernels_for_this_cpu();
+
+} // namespace fused_sigmoid::cpu

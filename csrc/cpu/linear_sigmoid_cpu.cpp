@@ -1,0 +1,222 @@
+// CPU implementation of the fused_sigmoid ops: shapes, layouts, threading and the choice of kernel. The
+// arithmetic is in kernels_impl.h.
+#include "../checks.h"
+#include "kernels.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <array>
+#include <tuple>
+#include <vector>
+
+namespace fused_sigmoid::cpu {
+namespace {
+
+// Shapes small enough for the direct kernel: the weight fits in a few vector registers, so reading each input
+// row once and writing each output once beats handing a skinny GEMM to BLAS and sweeping the output again.
+bool use_direct_kernel(int64_t in_features, int64_t out_features) {
+  return out_features <= 8 && in_features <= 64;
+}
+
+// Output block of the GEMM path: it must still be in the core's L2 when the sigmoid runs over it.
+constexpr int64_t kGemmBlockBytes = 512 * 1024;
+
+// Rows per block of the backward pass. It is fixed by the shape alone, never by the thread count, so the bias
+// gradient is summed in the same order however many threads run.
+int64_t backward_block_rows(int64_t out_features) {
+  return std::max<int64_t>(16, 1024 / std::max<int64_t>(out_features, 1));
+}
+
+const char* byte_ptr(const at::Tensor& t) {
+  return static_cast<const char*>(t.const_data_ptr());
+}
+char* mutable_byte_ptr(const at::Tensor& t) {
+  return static_cast<char*>(t.mutable_data_ptr());
+}
+
+// (N, K) view of input with unit column stride, copying only when the layout has no such view.
+at::Tensor rows_of(const at::Tensor& input, int64_t features) {
+  at::Tensor rows = input.reshape({-1, features});
+  return rows.stride(1) == 1 ? rows : rows.contiguous();
+}
+
+void forward_direct(
+    const at::Tensor& x,
+    const at::Tensor& w,
+    const std::optional<at::Tensor>& bias,
+    const at::Tensor& y) {
+  const KernelTable& kernels = kernels_for_this_cpu();
+  const int64_t N = x.size(0);
+  const int64_t K = w.size(1);
+  const int64_t M = w.size(0);
+  const int64_t element_size = x.element_size();
+  const int64_t ldx = x.stride(0);
+  // Below about GRAIN_SIZE values of work a thread costs more than it saves (the tutorial's one-row call).
+  const int64_t grain_rows = std::max<int64_t>(1, at::internal::GRAIN_SIZE / (K + M));
+  const void* b = bias.has_value() ? bias->const_data_ptr() : nullptr;
+  at::parallel_for(0, N, grain_rows, [&](int64_t begin, int64_t end) {
+    kernels.linear_sigmoid_rows(
+        x.scalar_type(),
+        byte_ptr(x) + begin * ldx * element_size,
+        ldx,
+        w.const_data_ptr(),
+        b,
+        end - begin,
+        K,
+        M,
+        mutable_byte_ptr(y) + begin * M * element_size);
+  });
+}
+
+void forward_gemm(
+    const at::Tensor& x,
+    const at::Tensor& w,
+    const std::optional<at::Tensor>& bias,
+    const at::Tensor& y) {
+  const KernelTable& kernels = kernels_for_this_cpu();
+  const int64_t N = x.size(0);
+  const int64_t M = w.size(0);
+  const int64_t block_rows = std::max<int64_t>(64, kGemmBlockBytes / (M * y.element_size()));
+  const int64_t num_blocks = (N + block_rows - 1) / block_rows;
+  const at::Tensor w_t = w.t();
+  // One block runs inline with BLAS using every thread; several blocks are spread over the threads, each
+  // block's GEMM then running on one.
+  at::parallel_for(0, num_blocks, 1, [&](int64_t first, int64_t last) {
+    for (int64_t block = first; block < last; ++block) {
+      const int64_t r0 = block * block_rows;
+      const int64_t rows = std::min(block_rows, N - r0);
+      at::Tensor y_block = y.narrow(0, r0, rows);
+      const at::Tensor x_block = x.narrow(0, r0, rows);
+      if (bias.has_value()) {
+        at::addmm_out(y_block, *bias, x_block, w_t);
+      } else {
+        at::mm_out(y_block, x_block, w_t);
+      }
+      kernels.sigmoid_inplace(y.scalar_type(), y_block.mutable_data_ptr(), rows * M);
+    }
+  });
+}
+
+at::Tensor linear_sigmoid_cpu(
+    const at::Tensor& input,
+    const at::Tensor& weight,
+    const std::optional<at::Tensor>& bias) {
+  check_linear_sigmoid_args(input, weight, bias);
+  const int64_t K = weight.size(1);
+  const int64_t M = weight.size(0);
+  std::vector<int64_t> output_sizes(input.sizes().begin(), input.sizes().end());
+  output_sizes.back() = M;
+  at::Tensor output = at::empty(output_sizes, input.options());
+  if (output.numel() == 0) {
+    return output;
+  }
+  const at::Tensor x = rows_of(input, K);
+  const at::Tensor w = weight.contiguous();
+  const std::optional<at::Tensor> b = bias.has_value() ? std::optional(bias->contiguous()) : std::nullopt;
+  const at::Tensor y = output.view({x.size(0), M});
+  if (use_direct_kernel(K, M)) {
+    forward_direct(x, w, b, y);
+  } else {
+    forward_gemm(x, w, b, y);
+  }
+  return output;
+}
+
+// Column sums of (num_blocks, M) partial sums, adding the blocks in order and in double so that the result
+// depends neither on the thread count nor, much, on the number of blocks.
+at::Tensor sum_blocks_in_order(const at::Tensor& partial_sums) {
+  const int64_t M = partial_sums.size(1);
+  at::Tensor total = at::zeros({M}, partial_sums.options().dtype(at::kDouble));
+  double* out = total.mutable_data_ptr<double>();
+  AT_DISPATCH_FLOATING_TYPES(partial_sums.scalar_type(), "sum_blocks_in_order", [&] {
+    const scalar_t* partial = partial_sums.const_data_ptr<scalar_t>();
+    for (int64_t block = 0; block < partial_sums.size(0); ++block) {
+      for (int64_t m = 0; m < M; ++m) {
+        out[m] += static_cast<double>(partial[block * M + m]);
+      }
+    }
+  });
+  return total;
+}
+
+// dz = dy * y * (1 - y) and, when asked for, its column sums (the bias gradient) in one pass over blocks of rows.
+at::Tensor sigmoid_grad_and_bias_grad(const at::Tensor& dy, const at::Tensor& y, std::optional<at::Tensor>* grad_bias) {
+  const KernelTable& kernels = kernels_for_this_cpu();
+  const int64_t N = y.size(0);
+  const int64_t M = y.size(1);
+  at::Tensor dz = at::empty_like(y);
+  const int64_t block_rows = backward_block_rows(M);
+  const int64_t num_blocks = (N + block_rows - 1) / block_rows;
+  const at::ScalarType sum_type = y.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  at::Tensor partial_sums;
+  if (grad_bias != nullptr) {
+    partial_sums = at::zeros({num_blocks, M}, y.options().dtype(sum_type));
+  }
+  const int64_t element_size = y.element_size();
+  const int64_t sum_size = grad_bias != nullptr ? partial_sums.element_size() : 0;
+  const int64_t grain_blocks = std::max<int64_t>(1, at::internal::GRAIN_SIZE / (block_rows * M));
+  at::parallel_for(0, num_blocks, grain_blocks, [&](int64_t first, int64_t last) {
+    for (int64_t block = first; block < last; ++block) {
+      const int64_t offset = block * block_rows * M * element_size;
+      kernels.sigmoid_backward_rows(
+          y.scalar_type(),
+          byte_ptr(dy) + offset,
+          byte_ptr(y) + offset,
+          std::min(block_rows, N - block * block_rows),
+          M,
+          mutable_byte_ptr(dz) + offset,
+          grad_bias != nullptr ? mutable_byte_ptr(partial_sums) + block * M * sum_size : nullptr);
+    }
+  });
+  if (grad_bias != nullptr) {
+    *grad_bias = sum_blocks_in_order(partial_sums).to(y.scalar_type());
+  }
+  return dz;
+}
+
+std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>, std::optional<at::Tensor>>
+linear_sigmoid_backward_cpu(
+    const at::Tensor& grad_output,
+    const at::Tensor& output,
+    const at::Tensor& input,
+    const at::Tensor& weight,
+    std::array<bool, 3> output_mask) {
+  check_linear_sigmoid_backward_args(grad_output, output, input, weight);
+  const int64_t K = weight.size(1);
+  const int64_t M = weight.size(0);
+  const at::Tensor dy = grad_output.reshape({-1, M}).contiguous();
+  const at::Tensor y = output.reshape({-1, M}).contiguous();
+  const at::Tensor x = rows_of(input, K);
+  const int64_t N = x.size(0);
+
+  std::optional<at::Tensor> grad_input;
+  std::optional<at::Tensor> grad_weight;
+  std::optional<at::Tensor> grad_bias;
+  if (N == 0 || M == 0) {
+    if (output_mask[0]) grad_input = at::zeros_like(input, at::MemoryFormat::Contiguous);
+    if (output_mask[1]) grad_weight = at::zeros_like(weight, at::MemoryFormat::Contiguous);
+    if (output_mask[2]) grad_bias = at::zeros({M}, weight.options());
+    return {grad_input, grad_weight, grad_bias};
+  }
+  const at::Tensor dz = sigmoid_grad_and_bias_grad(dy, y, output_mask[2] ? &grad_bias : nullptr);
+  if (output_mask[0]) {
+    grad_input = at::mm(dz, weight).view(input.sizes());
+  }
+  if (output_mask[1]) {
+    // dz^T is a transposed view: BLAS takes it as is, without a copy.
+    grad_weight = at::mm(dz.t(), x);
+  }
+  return {grad_input, grad_weight, grad_bias};
+}
+
+} // namespace
+
+TORCH_LIBRARY_IMPL(fused_sigmoid, CPU, m) {
+  m.impl("linear_sigmoid", &linear_sigmoid_cpu);
+  m.impl("linear_sigmoid_backward", &linear_sigmoid_backward_cpu);
+}
+
+} // namespace fused_sigmoid::cpu

@@ -1,0 +1,19 @@
+// Schemas of the fused_sigmoid ops. Kernels live in one file per backend (cpu/, cuda/); Python reaches the ops
+// through torch.ops.fused_sigmoid, which torch.compile, torch.export and opcheck can all see.
+#include <Python.h>
+#include <torch/library.h>
+
+// The extension module exists only so that `import fused_sigmoid._C` loads this library and runs the
+// registrations below; it exports no functions of its own.
+extern "C" PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module_def);
+}
+
+TORCH_LIBRARY(fused_sigmoid, m) {
+  m.def("linear_sigmoid(Tensor input, Tensor weight, Tensor? bias) -> Tensor");
+  // output_mask selects which of (grad_input, grad_weight, grad_bias) to compute; the others come back as None.
+  m.def(
+      "linear_sigmoid_backward(Tensor grad_output, Tensor output, Tensor input, Tensor weight, bool[3] output_mask)"
+      " -> (Tensor?, Tensor?, Tensor?)");
+}

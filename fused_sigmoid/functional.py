@@ -1,0 +1,87 @@
+"""The functional form and its autograd: ``linear_sigmoid`` and ``LinearSigmoidFunction``."""
+
+from typing import Any, Optional, Tuple
+
+import torch
+
+from fused_sigmoid import _extension, _fake  # noqa: F401  (registers the ops and their fake kernels)
+
+_forward_op = torch.ops.fused_sigmoid.linear_sigmoid
+_backward_op = torch.ops.fused_sigmoid.linear_sigmoid_backward
+
+
+def _differentiable_backward(
+    grad_output: torch.Tensor,
+    output: torch.Tensor,
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    needs: Tuple[bool, bool, bool],
+) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor], Optional[torch.Tensor]]:
+    """The backward in differentiable torch operations, for create_graph=True (double backward). ``output``
+    carries our forward's graph, so second derivatives flow through the fused op again."""
+    grad_z = grad_output * (1 - output) * output
+    out_features, in_features = weight.shape
+    grad_z_rows = grad_z.reshape(-1, out_features)
+    grad_input = grad_z @ weight if needs[0] else None
+    grad_weight = grad_z_rows.t() @ input.reshape(-1, in_features) if needs[1] else None
+    grad_bias = grad_z_rows.sum(0) if needs[2] else None
+    return grad_input, grad_weight, grad_bias
+
+
+class LinearSigmoidFunction(torch.autograd.Function):
+    """``sigmoid(input @ weight.T + bias)`` with a hand-written backward.
+
+    Saves input, weight and the output ``y`` (never the pre-activation): ``dz = dy * y * (1 - y)``,
+    ``grad_input = dz @ weight``, ``grad_weight = dz.T @ input``, ``grad_bias = dz.sum(0)``, each computed only
+    when ``ctx.needs_input_grad`` asks for it. Modifying the output in place before backward raises, as in eager.
+
+    Example::
+
+        >>> x = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+        >>> w = torch.randn(2, 3, dtype=torch.float64, requires_grad=True)
+        >>> torch.autograd.gradcheck(LinearSigmoidFunction.apply, (x, w, None))
+        True
+    """
+
+    @staticmethod
+    def forward(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+        return _forward_op(input, weight, bias)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: Tuple[Any, ...], output: torch.Tensor) -> None:
+        input, weight, _ = inputs
+        ctx.save_for_backward(input, weight, output)
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: torch.Tensor):
+        input, weight, output = ctx.saved_tensors
+        needs = tuple(ctx.needs_input_grad)
+        if torch.is_grad_enabled():
+            return _differentiable_backward(grad_output, output, input, weight, needs)
+        return _backward_op(grad_output, output, input, weight, list(needs))
+
+
+def linear_sigmoid(
+    input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None
+) -> torch.Tensor:
+    """``torch.sigmoid(F.linear(input, weight, bias))`` in one fused op.
+
+    Args:
+        input: ``(*, in_features)``, float32, float64, bfloat16 or float16.
+        weight: ``(out_features, in_features)``, same dtype and device as input.
+        bias: ``(out_features,)`` or None.
+
+    Returns:
+        ``(*, out_features)``, contiguous, in input's dtype.
+
+    Example::
+
+        >>> linear_sigmoid(torch.tensor([[0.5, -0.2, 3.0]]), torch.ones(2, 3), torch.zeros(2))
+        tensor([[0.9089, 0.9089]])
+    """
+    # Autograd is only engaged when a gradient can be asked for, so inference calls go straight to the op.
+    if torch.is_grad_enabled() and (
+        input.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
+    ):
+        return LinearSigmoidFunction.apply(input, weight, bias)
+    return _forward_op(input, weight, bias)

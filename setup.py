@@ -1,0 +1,107 @@
+"""Builds fused_sigmoid._C: a CppExtension on a CPU-only torch, a CUDAExtension where torch and a CUDA toolkit
+both have CUDA. Install with `pip install --no-build-isolation -e .` so the extension is built against the torch
+you run."""
+
+import copy
+import glob
+import os
+import platform
+
+import torch
+from setuptools import setup
+from torch.utils import cpp_extension
+
+# Each of these kernel files is compiled with its own instruction-set flags; csrc/cpu/kernel_dispatch.cpp picks
+# one at run time by the capability ATen reports. Flags follow ATen's own for the same capabilities.
+X86_CAPABILITIES = {
+    "csrc/cpu/capability/default.cpp": ["-DCPU_CAPABILITY=DEFAULT", "-DCPU_CAPABILITY_DEFAULT"],
+    "csrc/cpu/capability/avx2.cpp": [
+        "-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2", "-mavx2", "-mfma", "-mf16c",
+    ],
+    "csrc/cpu/capability/avx512.cpp": [
+        "-DCPU_CAPABILITY=AVX512", "-DCPU_CAPABILITY_AVX512",
+        "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma", "-mf16c",
+    ],
+}
+OTHER_CAPABILITIES = {"csrc/cpu/capability/default.cpp": X86_CAPABILITIES["csrc/cpu/capability/default.cpp"]}
+
+
+def capability_sources():
+    if platform.machine() in ("x86_64", "AMD64"):
+        return X86_CAPABILITIES
+    return OTHER_CAPABILITIES
+
+
+def cuda_sources():
+    """The CUDA sources, or none when torch or the machine cannot build them."""
+    if os.environ.get("FUSED_SIGMOID_FORCE_CPU") == "1":
+        return []
+    if torch.version.cuda is None or cpp_extension.CUDA_HOME is None:
+        return []
+    return sorted(glob.glob("csrc/cuda/*.cu"))
+
+
+class BuildPerCapability(cpp_extension.BuildExtension):
+    """BuildExtension that compiles each capability file in its own ninja run, with that capability's flags
+    appended; every other source gets the common flags only."""
+
+    def build_extension(self, ext):
+        compile_all = self.compiler.compile
+        per_file_flags = capability_sources()
+
+        def compile_grouped(sources, *args, extra_postargs=None, **kwargs):
+            common = [s for s in sources if os.path.relpath(s) not in per_file_flags]
+            objects = compile_all(common, *args, extra_postargs=extra_postargs, **kwargs) if common else []
+            for source in sources:
+                flags = per_file_flags.get(os.path.relpath(source))
+                if flags is None:
+                    continue
+                postargs = copy.deepcopy(extra_postargs)
+                if isinstance(postargs, dict):
+                    postargs["cxx"] = postargs["cxx"] + flags
+                else:
+                    postargs = postargs + flags
+                objects += compile_all([source], *args, extra_postargs=postargs, **kwargs)
+            return objects
+
+        self.compiler.compile = compile_grouped
+        try:
+            super().build_extension(ext)
+        finally:
+            self.compiler.compile = compile_all
+
+
+def extension():
+    capabilities = capability_sources()
+    cuda = cuda_sources()
+    sources = (
+        ["csrc/linear_sigmoid.cpp", "csrc/checks.cpp", "csrc/cpu/linear_sigmoid_cpu.cpp",
+         "csrc/cpu/kernel_dispatch.cpp"]
+        + list(capabilities)
+        + cuda
+    )
+    define_macros = [("FUSED_SIGMOID_HAVE_AVX2", None), ("FUSED_SIGMOID_HAVE_AVX512", None)]
+    if len(capabilities) == 1:
+        define_macros = []
+    # OpenMP makes at::parallel_for use every core; without it the loops silently run on one thread. The
+    # extension then shares torch's own libgomp, already loaded by libtorch_cpu.
+    cxx = ["-O3", "-fopenmp"]
+    kwargs = dict(
+        name="fused_sigmoid._C",
+        sources=sources,
+        define_macros=define_macros,
+        extra_compile_args={"cxx": cxx},
+        extra_link_args=["-fopenmp"],
+        py_limited_api=False,
+    )
+    if cuda:
+        kwargs["define_macros"].append(("FUSED_SIGMOID_WITH_CUDA", None))
+        kwargs["extra_compile_args"]["nvcc"] = ["-O3"]
+        return cpp_extension.CUDAExtension(**kwargs)
+    return cpp_extension.CppExtension(**kwargs)
+
+
+setup(
+    ext_modules=[extension()],
+    cmdclass={"build_ext": BuildPerCapability},
+)
