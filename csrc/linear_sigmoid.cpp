@@ -16,4 +16,6 @@ TORCH_LIBRARY(fused_sigmoid, m) {
   m.def(
       "linear_sigmoid_backward(Tensor grad_output, Tensor output, Tensor input, Tensor weight, bool[3] output_mask)"
       " -> (Tensor?, Tensor?, Tensor?)");
+  // The instruction set the CPU kernels were picked for on this machine ("AVX512", "AVX2" or "DEFAULT").
+  m.def("cpu_capability() -> str");
 }

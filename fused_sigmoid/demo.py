@@ -13,7 +13,7 @@ def build_description() -> str:
         kind = "CPU and CUDA kernels"
     else:
         kind = "CPU only"
-    return f"{kind}, CPU capability {torch.backends.cpu.get_cpu_capability()}, torch {torch.__version__}"
+    return f"{kind}, {torch.ops.fused_sigmoid.cpu_capability()} CPU kernels, torch {torch.__version__}"
 
 
 def _show(label: str, ours: torch.Tensor, eager: torch.Tensor) -> float:

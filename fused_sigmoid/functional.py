@@ -79,6 +79,11 @@ def linear_sigmoid(
         >>> linear_sigmoid(torch.tensor([[0.5, -0.2, 3.0]]), torch.ones(2, 3), torch.zeros(2))
         tensor([[0.9089, 0.9089]])
     """
+    for name, value in (("input", input), ("weight", weight)):
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"linear_sigmoid: expected {name} to be a Tensor, but got {type(value).__name__}")
+    if bias is not None and not isinstance(bias, torch.Tensor):
+        raise TypeError(f"linear_sigmoid: expected bias to be a Tensor or None, but got {type(bias).__name__}")
     # Autograd is only engaged when a gradient can be asked for, so inference calls go straight to the op.
     if torch.is_grad_enabled() and (
         input.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)

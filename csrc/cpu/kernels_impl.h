@@ -23,19 +23,22 @@ using at::vec::Vectorized;
 // and the sigmoid, enough that the sigmoid runs on full vectors even when out_features is 1.
 constexpr int64_t kBlockValues = 1024;
 
+// The functors below take opmath vectors only (float for the half types): at::vec::map then widens half inputs
+// to float around them instead of running the arithmetic, with a rounding per step, in the half type.
+
 // Eager PyTorch's CPU sigmoid, 1 / (1 + exp(-z)) with the same vectorised exp, so the two round alike.
+template <typename T>
 struct Sigmoid {
-  template <typename Vec>
-  Vec operator()(Vec z) const {
-    return (Vec(1) + z.neg().exp()).reciprocal();
+  Vectorized<T> operator()(Vectorized<T> z) const {
+    return (Vectorized<T>(T(1)) + z.neg().exp()).reciprocal();
   }
 };
 
 // Eager PyTorch's sigmoid_backward: dy * (1 - y) * y.
+template <typename T>
 struct SigmoidGrad {
-  template <typename Vec>
-  Vec operator()(Vec dy, Vec y) const {
-    return dy * (Vec(1) - y) * y;
+  Vectorized<T> operator()(Vectorized<T> dy, Vectorized<T> y) const {
+    return dy * (Vectorized<T>(T(1)) - y) * y;
   }
 };
 
@@ -91,7 +94,7 @@ void sigmoid_of_row_blocks(int64_t rows, int64_t M, scalar_t* y, const RowDot& r
     for (int64_t r = 0; r < n; ++r) {
       row_dot(r0 + r, z.data() + r * M);
     }
-    at::vec::map(Sigmoid(), y + r0 * M, z.data(), n * M);
+    at::vec::map(Sigmoid<T>(), y + r0 * M, z.data(), n * M);
   }
 }
 
@@ -175,7 +178,7 @@ void linear_sigmoid_rows(
 void sigmoid_inplace(c10::ScalarType dtype, void* y, int64_t n) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, dtype, "sigmoid_inplace", [&] {
     auto* data = static_cast<scalar_t*>(y);
-    at::vec::map(Sigmoid(), data, data, n);
+    at::vec::map(Sigmoid<at::opmath_type<scalar_t>>(), data, data, n);
   });
 }
 
@@ -224,7 +227,7 @@ void sigmoid_backward_rows(
     using T = at::opmath_type<scalar_t>;
     auto* grad = static_cast<scalar_t*>(dz);
     at::vec::map2(
-        SigmoidGrad(), grad, static_cast<const scalar_t*>(dy), static_cast<const scalar_t*>(y), rows * M);
+        SigmoidGrad<T>(), grad, static_cast<const scalar_t*>(dy), static_cast<const scalar_t*>(y), rows * M);
     if (column_sums != nullptr) {
       add_column_sums(grad, rows, M, static_cast<T*>(column_sums));
     }

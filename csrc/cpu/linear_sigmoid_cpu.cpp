@@ -5,10 +5,12 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <c10/util/accumulate.h>
 #include <torch/library.h>
 
 #include <algorithm>
 #include <array>
+#include <string>
 #include <tuple>
 #include <vector>
 
@@ -37,9 +39,11 @@ char* mutable_byte_ptr(const at::Tensor& t) {
   return static_cast<char*>(t.mutable_data_ptr());
 }
 
-// (N, K) view of input with unit column stride, copying only when the layout has no such view.
+// (N, K) view of input with unit column stride, copying only when the layout has no such view. N is the product
+// of the leading dims, spelled out because reshape cannot infer it when in_features is 0.
 at::Tensor rows_of(const at::Tensor& input, int64_t features) {
-  at::Tensor rows = input.reshape({-1, features});
+  const int64_t N = c10::multiply_integers(input.sizes().begin(), input.sizes().end() - 1);
+  at::Tensor rows = input.reshape({N, features});
   return rows.stride(1) == 1 ? rows : rows.contiguous();
 }
 
@@ -85,6 +89,8 @@ void forward_gemm(
   // One block runs inline with BLAS using every thread; several blocks are spread over the threads, each
   // block's GEMM then running on one.
   at::parallel_for(0, num_blocks, 1, [&](int64_t first, int64_t last) {
+    // The guard is per thread: the GEMMs below are plain kernels of ours, never recorded by autograd.
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
     for (int64_t block = first; block < last; ++block) {
       const int64_t r0 = block * block_rows;
       const int64_t rows = std::min(block_rows, N - r0);
@@ -185,6 +191,8 @@ linear_sigmoid_backward_cpu(
     const at::Tensor& weight,
     std::array<bool, 3> output_mask) {
   check_linear_sigmoid_backward_args(grad_output, output, input, weight);
+  // The GEMMs are part of this kernel; autograd must not record them.
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
   const int64_t K = weight.size(1);
   const int64_t M = weight.size(0);
   const at::Tensor dy = grad_output.reshape({-1, M}).contiguous();
@@ -212,11 +220,20 @@ linear_sigmoid_backward_cpu(
   return {grad_input, grad_weight, grad_bias};
 }
 
+std::string cpu_capability() {
+  return kernels_for_this_cpu().capability;
+}
+
 } // namespace
 
 TORCH_LIBRARY_IMPL(fused_sigmoid, CPU, m) {
   m.impl("linear_sigmoid", &linear_sigmoid_cpu);
   m.impl("linear_sigmoid_backward", &linear_sigmoid_backward_cpu);
+}
+
+// No tensor arguments to dispatch on, so it is registered for every backend at once.
+TORCH_LIBRARY_IMPL(fused_sigmoid, CompositeExplicitAutograd, m) {
+  m.impl("cpu_capability", &cpu_capability);
 }
 
 } // namespace fused_sigmoid::cpu

@@ -1,0 +1,116 @@
+"""Gradients against eager autograd through torch.sigmoid(F.linear(...)), including partial needs."""
+
+import pytest
+import torch
+
+from conftest import assert_close_to_reference
+from fused_sigmoid import LinearSigmoidFunction, linear_sigmoid, reference_linear_sigmoid
+
+CASES = [((), 3, 2), ((5,), 3, 2), ((4, 6), 17, 1), ((2, 3, 4), 33, 5), ((70,), 65, 2), ((9,), 16, 33),
+         ((3000,), 30, 1), ((2000,), 64, 64), ((40,), 257, 3)]
+
+
+def leaves(leading, in_features, out_features, dtype, device, with_bias=True, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+
+    def leaf(*shape):
+        return torch.randn(shape, generator=generator, dtype=dtype).to(device).requires_grad_()
+
+    x = leaf(*leading, in_features)
+    w = leaf(out_features, in_features)
+    b = leaf(out_features) if with_bias else None
+    return x, w, b
+
+
+def eager_gradients(fn, inputs, grad_output):
+    out = fn(*inputs)
+    wanted = [t for t in inputs if t is not None and t.requires_grad]
+    return out, torch.autograd.grad(out, wanted, grad_output)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("with_bias", [True, False])
+@pytest.mark.parametrize("case", CASES)
+def test_gradients_match_eager(case, with_bias, dtype, device):
+    leading, in_features, out_features = case
+    inputs = leaves(leading, in_features, out_features, dtype, device, with_bias)
+    grad_output = torch.randn((*leading, out_features), dtype=dtype).to(device)
+    out, grads = eager_gradients(linear_sigmoid, inputs, grad_output)
+    expected_out, expected_grads = eager_gradients(reference_linear_sigmoid, inputs, grad_output)
+    assert_close_to_reference(out, expected_out, dtype)
+    rows = max(1, out.numel() // max(out_features, 1))
+    for ours, eager in zip(grads, expected_grads):
+        assert_close_to_reference(ours, eager, dtype, scale=rows ** 0.5 * 4)
+
+
+@pytest.mark.parametrize("needs", [(True, False, False), (False, True, False), (False, False, True),
+                                   (True, True, False), (False, True, True)])
+def test_only_requested_gradients_are_computed(needs, device):
+    x, w, b = leaves((6,), 5, 3, torch.float64, device)
+    for tensor, needed in zip((x, w, b), needs):
+        tensor.requires_grad_(needed)
+    out = LinearSigmoidFunction.apply(x, w, b)
+    out.sum().backward()
+    for tensor, needed in zip((x, w, b), needs):
+        assert (tensor.grad is not None) == needed
+    expected = reference_linear_sigmoid(x.detach(), w.detach(), b.detach())
+    dz = expected * (1 - expected)
+    if needs[0]:
+        torch.testing.assert_close(x.grad, dz @ w.detach())
+    if needs[1]:
+        torch.testing.assert_close(w.grad, dz.t() @ x.detach())
+    if needs[2]:
+        torch.testing.assert_close(b.grad, dz.sum(0))
+
+
+def test_backward_op_honours_output_mask(device):
+    x, w, _ = leaves((8,), 4, 3, torch.float64, device)
+    y = reference_linear_sigmoid(x, w).detach()
+    dy = torch.randn_like(y)
+    op = torch.ops.fused_sigmoid.linear_sigmoid_backward
+    grad_input, grad_weight, grad_bias = op(dy, y, x.detach(), w.detach(), [False, True, False])
+    assert grad_input is None and grad_bias is None
+    torch.testing.assert_close(grad_weight, (dy * y * (1 - y)).t() @ x.detach())
+
+
+def test_empty_batch_gradients_are_zero(device):
+    x, w, b = leaves((0,), 4, 3, torch.float32, device)
+    linear_sigmoid(x, w, b).sum().backward()
+    assert x.grad.shape == (0, 4)
+    assert torch.equal(w.grad, torch.zeros_like(w)) and torch.equal(b.grad, torch.zeros_like(b))
+
+
+def test_zero_in_features_gradients(device):
+    x, w, b = leaves((5,), 0, 3, torch.float64, device)
+    out = linear_sigmoid(x, w, b)
+    out.sum().backward()
+    y = torch.sigmoid(b.detach()).expand(5, 3)
+    torch.testing.assert_close(b.grad, (y * (1 - y)).sum(0))
+    assert x.grad.shape == (5, 0) and w.grad.shape == (3, 0)
+
+
+def test_non_contiguous_grad_output_and_input(device):
+    x_full, w, b = leaves((8,), 10, 4, torch.float64, device)
+    x = x_full[::2, ::2]
+    grad_output = torch.randn(4, 8, dtype=torch.float64).to(device).t()[::2]
+    ours = torch.autograd.grad(linear_sigmoid(x, w[:, :5], b), (x_full, w, b), grad_output)
+    eager = torch.autograd.grad(reference_linear_sigmoid(x, w[:, :5], b), (x_full, w, b), grad_output)
+    for a, e in zip(ours, eager):
+        torch.testing.assert_close(a, e)
+
+
+def test_modifying_the_output_in_place_before_backward_raises(device):
+    x, w, b = leaves((4,), 3, 2, torch.float32, device)
+    out = linear_sigmoid(x, w, b)
+    out.mul_(2)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        out.sum().backward()
+
+
+def test_bias_gradient_is_accurate_over_a_long_batch(device):
+    # 1M rows of one output: a float32 running sum would drift; the reference sums in float64.
+    x, w, b = leaves((1_000_000,), 3, 1, torch.float32, device)
+    linear_sigmoid(x, w, b).sum().backward()
+    y = reference_linear_sigmoid(x.double(), w.double(), b.double()).detach()
+    expected = (y * (1 - y)).sum(0)
+    torch.testing.assert_close(b.grad.double(), expected, rtol=1e-6, atol=0)

@@ -1,0 +1,41 @@
+"""torch.compile(fullgraph=True): the module and the functional form trace without graph breaks and agree with
+eager PyTorch in forward and gradients."""
+
+import pytest
+import torch
+
+from fused_sigmoid import FusedLinearSigmoid, linear_sigmoid, reference_linear_sigmoid
+
+
+@pytest.fixture(autouse=True)
+def fresh_dynamo():
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("backend", ["inductor", "aot_eager"])
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_compiled_module_matches_eager(backend, dynamic, device):
+    torch.manual_seed(0)
+    layer = FusedLinearSigmoid(7, 5).to(device)
+    compiled = torch.compile(layer, fullgraph=True, backend=backend, dynamic=dynamic)
+    for rows in (4, 9):
+        x = torch.randn(rows, 7, device=device, requires_grad=True)
+        out = compiled(x)
+        expected = reference_linear_sigmoid(x, layer.weight, layer.bias)
+        torch.testing.assert_close(out, expected)
+        grad_output = torch.randn_like(out)
+        ours = torch.autograd.grad(out, (x, layer.weight, layer.bias), grad_output)
+        eager = torch.autograd.grad(expected, (x, layer.weight, layer.bias), grad_output)
+        for a, e in zip(ours, eager):
+            torch.testing.assert_close(a, e)
+
+
+def test_compiled_functional_in_a_larger_function(device):
+    def head(x, w, b):
+        return linear_sigmoid(torch.relu(x), w, b).sum(-1)
+
+    x, w, b = torch.randn(8, 4, device=device), torch.randn(3, 4, device=device), torch.randn(3, device=device)
+    compiled = torch.compile(head, fullgraph=True)
+    torch.testing.assert_close(compiled(x, w, b), reference_linear_sigmoid(torch.relu(x), w, b).sum(-1))
