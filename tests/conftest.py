@@ -29,8 +29,11 @@ def assert_close_to_reference(actual, expected, dtype, scale=1.0):
 
 def assert_within_twice_eager_error(ours, eager, exact, what):
     """The reduced-precision rule: our error against a float64 reference is at most twice eager PyTorch's own
-    error in the same dtype (plus one float32 ulp of slack for values eager gets exactly right)."""
+    error in the same dtype. Rounding the exact value to the dtype already costs up to half an ulp, which no
+    implementation can beat, so that much is always allowed: it matters where eager happens to round a
+    single-element result (a bias gradient of one output) almost exactly."""
     ours_error = (ours.double() - exact).abs().max().item()
     eager_error = (eager.double() - exact).abs().max().item()
-    bound = 2 * eager_error + 1e-7
+    half_ulp = torch.finfo(ours.dtype).eps / 2 * exact.abs().max().item()
+    bound = max(2 * eager_error, half_ulp)
     assert ours_error <= bound, f"{what}: our error {ours_error:.3g} exceeds twice eager's {eager_error:.3g}"

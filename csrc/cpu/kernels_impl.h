@@ -215,6 +215,45 @@ void add_column_sums(const scalar_t* dz, int64_t rows, int64_t M, T* column_sums
   }
 }
 
+template <typename scalar_t>
+void sigmoid_backward_rows_typed(
+    const scalar_t* dy,
+    const scalar_t* y,
+    int64_t rows,
+    int64_t M,
+    scalar_t* dz,
+    at::opmath_type<scalar_t>* column_sums) {
+  const int64_t n = rows * M;
+  if constexpr (std::is_same_v<at::opmath_type<scalar_t>, scalar_t>) {
+    at::vec::map2(SigmoidGrad<scalar_t>(), dz, dy, y, n);
+    if (column_sums != nullptr) {
+      add_column_sums(dz, rows, M, column_sums);
+    }
+  } else {
+    // The bias gradient is summed from dz in float, before dz is rounded to the half type for the GEMMs.
+    using bVec = Vectorized<scalar_t>;
+    using fVec = Vectorized<float>;
+    std::vector<float> dz_float(column_sums != nullptr ? n : 0);
+    for (int64_t i = 0; i < n; i += bVec::size()) {
+      const int64_t count = std::min<int64_t>(bVec::size(), n - i);
+      auto [dy0, dy1] = at::vec::convert_to_float<scalar_t>(bVec::loadu(dy + i, count));
+      auto [y0, y1] = at::vec::convert_to_float<scalar_t>(bVec::loadu(y + i, count));
+      const fVec g0 = SigmoidGrad<float>()(dy0, y0);
+      const fVec g1 = SigmoidGrad<float>()(dy1, y1);
+      at::vec::convert_from_float<scalar_t>(g0, g1).store(dz + i, count);
+      if (column_sums != nullptr) {
+        g0.store(dz_float.data() + i, std::min<int64_t>(count, fVec::size()));
+        if (count > fVec::size()) {
+          g1.store(dz_float.data() + i + fVec::size(), count - fVec::size());
+        }
+      }
+    }
+    if (column_sums != nullptr) {
+      add_column_sums(dz_float.data(), rows, M, column_sums);
+    }
+  }
+}
+
 void sigmoid_backward_rows(
     c10::ScalarType dtype,
     const void* dy,
@@ -224,13 +263,13 @@ void sigmoid_backward_rows(
     void* dz,
     void* column_sums) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, dtype, "sigmoid_backward_rows", [&] {
-    using T = at::opmath_type<scalar_t>;
-    auto* grad = static_cast<scalar_t*>(dz);
-    at::vec::map2(
-        SigmoidGrad<T>(), grad, static_cast<const scalar_t*>(dy), static_cast<const scalar_t*>(y), rows * M);
-    if (column_sums != nullptr) {
-      add_column_sums(grad, rows, M, static_cast<T*>(column_sums));
-    }
+    sigmoid_backward_rows_typed(
+        static_cast<const scalar_t*>(dy),
+        static_cast<const scalar_t*>(y),
+        rows,
+        M,
+        static_cast<scalar_t*>(dz),
+        static_cast<at::opmath_type<scalar_t>*>(column_sums));
   });
 }
 
