@@ -1,4 +1,4 @@
-"""Command line: ``python -m fused_sigmoid demo``."""
+"""Command line: ``python -m fused_sigmoid demo`` and ``python -m fused_sigmoid bench``."""
 
 import argparse
 import sys
@@ -8,12 +8,17 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fused_sigmoid", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("demo", help="the tutorial's examples with our layer, beside eager PyTorch")
-    args = parser.parse_args(argv)
+    commands.add_parser("bench", help="speed and memory against eager and torch.compile", add_help=False)
+    args, rest = parser.parse_known_args(argv)
     if args.command == "demo":
+        if rest:
+            parser.error(f"demo takes no arguments, got {' '.join(rest)}")
         from fused_sigmoid import demo
 
         return demo.main()
-    return 2
+    from fused_sigmoid import bench
+
+    return bench.main(rest)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,258 @@
+"""Speed and memory of the fused op against eager PyTorch and torch.compile, with the machine's floors.
+
+Run as ``python -m fused_sigmoid bench`` or ``python benchmarks/bench_linear_sigmoid.py``. Prints a table, writes a
+CSV naming the machine under ``benchmarks/results/`` and, with matplotlib installed, a PNG of the speed-ups.
+"""
+
+import argparse
+import csv
+import math
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.utils.benchmark as benchmark
+
+from fused_sigmoid.functional import linear_sigmoid
+from fused_sigmoid.profiling import memory_profiling_works, peak_allocated_bytes
+from fused_sigmoid.reference import reference_linear_sigmoid
+
+# (batch N, in_features K, out_features M). The first seven are the canonical shapes; the last three are odd sizes.
+SHAPES: List[Tuple[int, int, int]] = [
+    (1, 3, 2),
+    (1_000_000, 3, 2),
+    (262_144, 30, 1),
+    (65_536, 64, 64),
+    (16_384, 256, 256),
+    (4_096, 1_024, 1_024),
+    (8_192, 4_096, 1),
+    (100_003, 7, 3),
+    (30_001, 100, 10),
+    (5_003, 515, 129),
+]
+# The subset measured in bfloat16 and float64 as well.
+SUBSET = [(1, 3, 2), (1_000_000, 3, 2), (262_144, 30, 1), (65_536, 64, 64), (4_096, 1_024, 1_024)]
+MODES = ("forward", "backward", "full")
+
+
+@dataclass
+class Case:
+    """Tensors of one benchmark case, created once and shared by every implementation and mode."""
+
+    x: torch.Tensor
+    w: torch.Tensor
+    b: torch.Tensor
+    grad_output: torch.Tensor
+    shape: Tuple[int, int, int]
+
+
+def setup(shape: Tuple[int, int, int], dtype: torch.dtype, device: str) -> Case:
+    """The one factory behind every mode: inputs that require grad, and an output gradient."""
+    n, k, m = shape
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(n, k, generator=generator).to(device, dtype).requires_grad_()
+    w = (torch.randn(m, k, generator=generator) / math.sqrt(k)).to(device, dtype).requires_grad_()
+    b = torch.randn(m, generator=generator).to(device, dtype).requires_grad_()
+    grad_output = torch.randn(n, m, generator=generator).to(device, dtype)
+    return Case(x, w, b, grad_output, shape)
+
+
+def implementations(max_autotune: bool) -> Dict[str, Callable]:
+    impls = {
+        "fused": linear_sigmoid,
+        "eager": reference_linear_sigmoid,
+        "compile": torch.compile(reference_linear_sigmoid),
+        "fused+compile": torch.compile(linear_sigmoid),
+    }
+    if max_autotune:
+        impls["compile-max-autotune"] = torch.compile(reference_linear_sigmoid, mode="max-autotune")
+    return impls
+
+
+def workload(fn: Callable, case: Case, mode: str) -> Callable[[], object]:
+    """A no-argument callable running one mode. ``forward`` is inference (no autograd); ``backward`` reuses one
+    recorded forward; ``full`` is a training step's forward and backward."""
+    inputs = (case.x, case.w, case.b)
+    if mode == "forward":
+        def run():
+            with torch.no_grad():
+                return fn(*inputs)
+        return run
+    if mode == "backward":
+        out = fn(*inputs)
+        return lambda: torch.autograd.grad(out, inputs, case.grad_output, retain_graph=True)
+    return lambda: torch.autograd.grad(fn(*inputs), inputs, case.grad_output)
+
+
+def floors(case: Case, mode: str, bandwidth: float, flops: float) -> float:
+    """Seconds the machine needs at least: bytes that must move over the copy bandwidth, or the GEMM FLOPs over
+    the large-matmul rate, whichever is larger."""
+    n, k, m = case.shape
+    size = case.x.element_size()
+    forward_bytes = (n * k + m * k + m + n * m) * size
+    # Backward reads dy, y, x, w and writes dx, dw, db.
+    backward_bytes = (2 * n * m + n * k + m * k + n * k + m * k + m) * size
+    forward_flops, backward_flops = 2 * n * k * m, 4 * n * k * m
+    bytes_moved = {"forward": forward_bytes, "backward": backward_bytes, "full": forward_bytes + backward_bytes}
+    flop_count = {"forward": forward_flops, "backward": backward_flops, "full": forward_flops + backward_flops}
+    return max(bytes_moved[mode] / bandwidth, flop_count[mode] / flops)
+
+
+def median_seconds(fn: Callable[[], object], threads: int, min_run_time: float) -> Tuple[float, float]:
+    for _ in range(3):  # warm-up, compilation included
+        fn()
+    measurement = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=threads).blocked_autorange(
+        min_run_time=min_run_time)
+    return measurement.median, measurement.iqr
+
+
+def copy_bandwidth(threads: int) -> float:
+    """Bytes per second of a large Tensor.copy_ (read plus write), the memory floor's yardstick."""
+    src = torch.randn(64 * 1024 * 1024)  # 256 MiB
+    dst = torch.empty_like(src)
+    seconds, _ = median_seconds(lambda: dst.copy_(src), threads, 1.0)
+    return 2 * src.numel() * src.element_size() / seconds
+
+
+def matmul_rate(dtype: torch.dtype, threads: int) -> float:
+    """FLOP/s of a large torch.mm in dtype, the compute floor's yardstick."""
+    a = torch.randn(2048, 2048).to(dtype)
+    b = torch.randn(2048, 2048).to(dtype)
+    seconds, _ = median_seconds(lambda: torch.mm(a, b), threads, 1.0)
+    return 2 * 2048**3 / seconds
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def run(shapes: Sequence[Tuple[int, int, int]], dtypes: Sequence[torch.dtype], thread_counts: Sequence[int],
+        modes: Sequence[str], max_autotune: bool, min_run_time: float, output: Optional[Path]) -> List[dict]:
+    machine = f"{cpu_model()}, {os.cpu_count()} cores"
+    print(f"# {machine}; torch {torch.__version__}; fused_sigmoid kernels "
+          f"{torch.ops.fused_sigmoid.cpu_capability()}")
+    measure_memory = memory_profiling_works()
+    impls = implementations(max_autotune)
+    rows: List[dict] = []
+    header = (f"{'threads':>7} {'dtype':>8} {'shape (N, K, M)':>24} {'mode':>8} {'impl':>20} {'median ms':>10} "
+              f"{'x eager':>8} {'floor %':>8} {'peak MiB':>9}")
+    for threads in thread_counts:
+        torch.set_num_threads(threads)
+        bandwidth = copy_bandwidth(threads)
+        print(f"\n# {threads} thread(s): copy bandwidth {bandwidth / 1e9:.1f} GB/s")
+        rates = {dtype: matmul_rate(dtype, threads) for dtype in dtypes}
+        for dtype, rate in rates.items():
+            print(f"# {threads} thread(s): {dtype} 2048^3 matmul {rate / 1e9:.0f} GFLOP/s")
+        print(header)
+        for dtype in dtypes:
+            for shape in shapes:
+                if dtype != torch.float32 and shape not in SUBSET:
+                    continue
+                case = setup(shape, dtype, "cpu")
+                for mode in modes:
+                    floor = floors(case, mode, bandwidth, rates[dtype])
+                    eager_median = None
+                    for name, fn in impls.items():
+                        work = workload(fn, case, mode)
+                        try:
+                            median, iqr = median_seconds(work, threads, min_run_time)
+                        except Exception as error:  # a compile mode that does not work here is reported, not fatal
+                            print(f"# {name} {shape} {mode}: failed ({type(error).__name__}: {error})"[:200])
+                            continue
+                        if name == "eager":
+                            eager_median = median
+                        peak = peak_allocated_bytes(work) / 2**20 if measure_memory and shape[0] > 1 else float("nan")
+                        row = dict(machine=machine, torch=torch.__version__, threads=threads,
+                                   dtype=str(dtype).replace("torch.", ""), N=shape[0], K=shape[1], M=shape[2],
+                                   mode=mode, impl=name, median_ms=median * 1e3, iqr_ms=iqr * 1e3,
+                                   speedup_vs_eager=(eager_median / median) if eager_median else float("nan"),
+                                   floor_ms=floor * 1e3, fraction_of_floor=floor / median, peak_mib=peak)
+                        rows.append(row)
+                        print(f"{threads:>7} {row['dtype']:>8} {str(shape):>24} {mode:>8} {name:>20} "
+                              f"{row['median_ms']:>10.4f} {row['speedup_vs_eager']:>8.2f} "
+                              f"{100 * row['fraction_of_floor']:>8.1f} {peak:>9.2f}", flush=True)
+    if output is not None:
+        write_csv(rows, output)
+    return rows
+
+
+def write_csv(rows: List[dict], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    print(f"\n# wrote {path}")
+
+
+def plot_speedups(csv_path: Path, png_path: Path) -> bool:
+    """Bar chart of the speed-up over eager per shape (float32, forward and full, each thread count)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("# matplotlib is not installed: no plot (pip install matplotlib)")
+        return False
+    with csv_path.open() as handle:
+        rows = [r for r in csv.DictReader(handle) if r["dtype"] == "float32" and r["mode"] in ("forward", "full")]
+    panels = sorted({(int(r["threads"]), r["mode"]) for r in rows})
+    impls = [i for i in ("fused", "compile", "fused+compile", "compile-max-autotune") if any(r["impl"] == i for r in rows)]
+    figure, axes = plt.subplots(len(panels), 1, figsize=(11, 3.2 * len(panels)), squeeze=False)
+    for axis, (threads, mode) in zip(axes[:, 0], panels):
+        selected = [r for r in rows if int(r["threads"]) == threads and r["mode"] == mode]
+        shapes = list(dict.fromkeys((r["N"], r["K"], r["M"]) for r in selected))
+        width = 0.8 / len(impls)
+        for index, impl in enumerate(impls):
+            values = {(r["N"], r["K"], r["M"]): float(r["speedup_vs_eager"]) for r in selected if r["impl"] == impl}
+            axis.bar([i + index * width for i in range(len(shapes))], [values.get(s, 0) for s in shapes], width,
+                     label=impl)
+        axis.axhline(1.0, color="black", linewidth=0.8)
+        axis.set_xticks([i + 0.4 - width / 2 for i in range(len(shapes))])
+        axis.set_xticklabels([f"{n}x{k}->{m}" for n, k, m in shapes], fontsize=7, rotation=15)
+        axis.set_yscale("log")
+        axis.set_ylabel("speed-up over eager")
+        axis.set_title(f"{mode}, float32, {threads} thread(s)", fontsize=9)
+        axis.legend(fontsize=7)
+    figure.suptitle(f"fused_sigmoid vs eager PyTorch ({rows[0]['machine']}, torch {rows[0]['torch']})", fontsize=9)
+    figure.tight_layout()
+    png_path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(png_path, dpi=110)
+    print(f"# wrote {png_path}")
+    return True
+
+
+def parse_shape(text: str) -> Tuple[int, int, int]:
+    n, k, m = (int(part) for part in text.replace("_", "").split("x"))
+    return n, k, m
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fused_sigmoid bench", description=__doc__)
+    parser.add_argument("--shapes", nargs="*", type=parse_shape, help="NxKxM, e.g. 1000000x3x2 (default: all)")
+    parser.add_argument("--dtypes", nargs="*", default=["float32", "bfloat16", "float64"])
+    parser.add_argument("--threads", nargs="*", type=int, default=[1, os.cpu_count() or 1])
+    parser.add_argument("--modes", nargs="*", default=list(MODES), choices=MODES)
+    parser.add_argument("--max-autotune", action="store_true", help="also torch.compile(mode='max-autotune')")
+    parser.add_argument("--min-run-time", type=float, default=0.3, help="seconds of timing per measurement")
+    parser.add_argument("--output", type=Path, default=Path("benchmarks/results/cpu.csv"))
+    parser.add_argument("--plot", type=Path, default=Path("benchmarks/results/cpu_speedup.png"))
+    args = parser.parse_args(argv)
+    started = time.time()
+    run(args.shapes or SHAPES, [getattr(torch, name) for name in args.dtypes], sorted(set(args.threads)),
+        args.modes, args.max_autotune, args.min_run_time, args.output)
+    if args.plot is not None:
+        plot_speedups(args.output, args.plot)
+    print(f"# {time.time() - started:.0f} s")
+    return 0
