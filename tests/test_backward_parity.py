@@ -114,3 +114,19 @@ def test_bias_gradient_is_accurate_over_a_long_batch(device):
     y = reference_linear_sigmoid(x.double(), w.double(), b.double()).detach()
     expected = (y * (1 - y)).sum(0)
     torch.testing.assert_close(b.grad.double(), expected, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("rows", [4095, 4097, 20000])
+@pytest.mark.parametrize("features", [(3, 2), (30, 1), (7, 8), (64, 3)])
+def test_row_strided_input_across_chunks(rows, features, device):
+    # Rows of a wider tensor: the kernels read them in place through the row stride.
+    in_features, out_features = features
+    wide = torch.randn(rows, in_features + 5, dtype=torch.float64).to(device).requires_grad_()
+    x = wide[:, 2:2 + in_features]
+    w = torch.randn(out_features, in_features, dtype=torch.float64).to(device).requires_grad_()
+    b = torch.randn(out_features, dtype=torch.float64).to(device).requires_grad_()
+    grad_output = torch.randn(rows, out_features, dtype=torch.float64).to(device)
+    ours = torch.autograd.grad(linear_sigmoid(x, w, b), (wide, w, b), grad_output)
+    eager = torch.autograd.grad(reference_linear_sigmoid(x, w, b), (wide, w, b), grad_output)
+    for a, e in zip(ours, eager):
+        torch.testing.assert_close(a, e)

@@ -40,6 +40,24 @@ struct KernelTable {
       void* dz,
       void* column_sums);
 
+  // The whole backward of the direct kernel's shapes in one pass over contiguous (rows, M) blocks of dy and y and
+  // rows of x (row stride ldx): dz = dy * y * (1 - y) stays in a block buffer in opmath and is never stored;
+  // dx (contiguous (rows, K)) gets dz @ w when not null; weight_sums (M, K) and bias_sums (M), in opmath, get
+  // this block's dz^T @ x and column sums of dz added when not null.
+  void (*linear_sigmoid_backward_rows)(
+      c10::ScalarType dtype,
+      const void* dy,
+      const void* y,
+      const void* x,
+      int64_t ldx,
+      const void* w,
+      int64_t rows,
+      int64_t K,
+      int64_t M,
+      void* dx,
+      void* weight_sums,
+      void* bias_sums);
+
   // Which instruction set this table was compiled for, e.g. "AVX512".
   const char* capability;
 };

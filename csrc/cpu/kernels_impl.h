@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace fused_sigmoid::cpu {
@@ -42,20 +43,92 @@ struct SigmoidGrad {
   }
 };
 
-// z[m] = bias[m] + sum_k x[k] * w[m, k] for one row, with K known at compile time so the row sits in registers
-// and the loops unroll: the case of logistic heads with a handful of features.
-template <int K, typename T, typename X>
-inline void dot_row_fixed_k(const X* x, const T* w, const T* bias, int64_t M, T* z) {
-  T xk[K];
-  for (int k = 0; k < K; ++k) {
-    xk[k] = static_cast<T>(x[k]);
-  }
-  for (int64_t m = 0; m < M; ++m) {
-    T acc = T(0);
-    for (int k = 0; k < K; ++k) {
-      acc += xk[k] * w[m * K + k];
+// Forward and backward loops for fixed in_features K and out_features M: every loop unrolls and the compiler
+// vectorises across rows (the stride-K loads become shuffles), which is what lets a 3 -> 2 layer run at memory
+// speed. x is contiguous (rows, K).
+template <int K, int M, typename T>
+void dot_rows_fixed(const T* __restrict x, const T* __restrict w_in, const T* __restrict b_in, int64_t rows,
+                    T* __restrict z) {
+  T w[M * K];
+  T b[M];
+  std::copy(w_in, w_in + M * K, w);
+  std::copy(b_in, b_in + M, b);
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int m = 0; m < M; ++m) {
+      T acc = T(0);
+      for (int k = 0; k < K; ++k) {
+        acc += x[r * K + k] * w[m * K + k];
+      }
+      z[r * M + m] = acc + b[m];
     }
-    z[m] = acc + bias[m];
+  }
+}
+
+// dx = dz @ w for the rows (when dx is not null) and weight_sums += dz^T @ x (when weight_sums is not null).
+template <int K, int M, typename T>
+void backward_rows_fixed(const T* __restrict dz, const T* __restrict x, const T* __restrict w_in, int64_t rows,
+                         T* __restrict dx, T* __restrict weight_sums) {
+  T w[M * K];
+  std::copy(w_in, w_in + M * K, w);
+  if (dx != nullptr) {
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int k = 0; k < K; ++k) {
+        T acc = T(0);
+        for (int m = 0; m < M; ++m) {
+          acc += dz[r * M + m] * w[m * K + k];
+        }
+        dx[r * K + k] = acc;
+      }
+    }
+  }
+  if (weight_sums != nullptr) {
+    // M * K independent running sums: enough of them to keep the FMA units busy without vectorising across rows.
+    T acc[M * K];
+    std::copy(weight_sums, weight_sums + M * K, acc);
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int m = 0; m < M; ++m) {
+        for (int k = 0; k < K; ++k) {
+          acc[m * K + k] += dz[r * M + m] * x[r * K + k];
+        }
+      }
+    }
+    std::copy(acc, acc + M * K, weight_sums);
+  }
+}
+
+template <typename T>
+using FixedForward = void (*)(const T*, const T*, const T*, int64_t, T*);
+template <typename T>
+using FixedBackward = void (*)(const T*, const T*, const T*, int64_t, T*, T*);
+
+constexpr int64_t kMaxFixedK = 8;
+constexpr int64_t kMaxFixedM = 4;
+
+template <typename T, int K>
+std::pair<FixedForward<T>, FixedBackward<T>> fixed_kernels_for_m(int64_t M) {
+  switch (M) {
+    case 1: return {dot_rows_fixed<K, 1, T>, backward_rows_fixed<K, 1, T>};
+    case 2: return {dot_rows_fixed<K, 2, T>, backward_rows_fixed<K, 2, T>};
+    case 3: return {dot_rows_fixed<K, 3, T>, backward_rows_fixed<K, 3, T>};
+    case 4: return {dot_rows_fixed<K, 4, T>, backward_rows_fixed<K, 4, T>};
+    default: return {nullptr, nullptr};
+  }
+}
+
+// The fixed-shape kernels for (K, M), or nulls when the shape has none (K > 8, M > 4, or K == 0).
+template <typename T>
+std::pair<FixedForward<T>, FixedBackward<T>> fixed_kernels(int64_t K, int64_t M) {
+  static_assert(kMaxFixedK == 8 && kMaxFixedM == 4, "the switches below list every fixed shape");
+  switch (K) {
+    case 1: return fixed_kernels_for_m<T, 1>(M);
+    case 2: return fixed_kernels_for_m<T, 2>(M);
+    case 3: return fixed_kernels_for_m<T, 3>(M);
+    case 4: return fixed_kernels_for_m<T, 4>(M);
+    case 5: return fixed_kernels_for_m<T, 5>(M);
+    case 6: return fixed_kernels_for_m<T, 6>(M);
+    case 7: return fixed_kernels_for_m<T, 7>(M);
+    case 8: return fixed_kernels_for_m<T, 8>(M);
+    default: return {nullptr, nullptr};
   }
 }
 
@@ -82,19 +155,52 @@ inline T dot_vectorized(const T* a, const T* b, int64_t K) {
   return at::vec::vec_reduce_all<T>([](Vec p, Vec q) { return p + q; }, acc0 + acc1);
 }
 
-// Runs row_dot over the rows one block at a time and applies the sigmoid to each block of pre-activations while
-// it is in L1, writing every output once. row_dot(r, z) fills z[0, M) for row r.
-template <typename scalar_t, typename RowDot>
-void sigmoid_of_row_blocks(int64_t rows, int64_t M, scalar_t* y, const RowDot& row_dot) {
-  using T = at::opmath_type<scalar_t>;
-  const int64_t block_rows = std::max<int64_t>(1, kBlockValues / std::max<int64_t>(M, 1));
-  std::vector<T> z(block_rows * M);
-  for (int64_t r0 = 0; r0 < rows; r0 += block_rows) {
-    const int64_t n = std::min(block_rows, rows - r0);
-    for (int64_t r = 0; r < n; ++r) {
-      row_dot(r0 + r, z.data() + r * M);
+// The general forward loop: for each row, vector FMAs along K.
+template <typename T>
+void dot_rows_vectorized(const T* x, int64_t ldx, const T* w, const T* b, int64_t rows, int64_t K, int64_t M,
+                         T* z) {
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t m = 0; m < M; ++m) {
+      z[r * M + m] = dot_vectorized(x + r * ldx, w + m * K, K) + b[m];
     }
-    at::vec::map(Sigmoid<T>(), y + r0 * M, z.data(), n * M);
+  }
+}
+
+// The general backward loop, vectorised along K: dx[r, :] = sum_m dz[r, m] w[m, :] and
+// weight_sums[m, :] += dz[r, m] x[r, :].
+template <typename T>
+void backward_rows_vectorized(const T* dz, const T* x, int64_t ldx, const T* w, int64_t rows, int64_t K,
+                              int64_t M, T* dx, T* weight_sums) {
+  using Vec = Vectorized<T>;
+  constexpr int64_t V = Vec::size();
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* g = dz + r * M;
+    const T* xr = x + r * ldx;
+    for (int64_t k = 0; k < K; k += V) {
+      const int64_t count = std::min<int64_t>(V, K - k);
+      if (dx != nullptr) {
+        Vec acc(T(0));
+        for (int64_t m = 0; m < M; ++m) {
+          acc = at::vec::fmadd(Vec(g[m]), Vec::loadu(w + m * K + k, count), acc);
+        }
+        acc.store(dx + r * K + k, count);
+      }
+      if (weight_sums != nullptr) {
+        const Vec xk = Vec::loadu(xr + k, count);
+        for (int64_t m = 0; m < M; ++m) {
+          T* sums = weight_sums + m * K + k;
+          at::vec::fmadd(Vec(g[m]), xk, Vec::loadu(sums, count)).store(sums, count);
+        }
+      }
+    }
+  }
+}
+
+// Rows [0, rows) of x in opmath as a contiguous (rows, K) block.
+template <typename scalar_t, typename T>
+void widen_rows(const scalar_t* x, int64_t ldx, int64_t rows, int64_t K, T* block) {
+  for (int64_t r = 0; r < rows; ++r) {
+    std::copy(x + r * ldx, x + r * ldx + K, block + r * K);
   }
 }
 
@@ -115,41 +221,31 @@ void linear_sigmoid_rows_typed(
   if (bias != nullptr) {
     std::copy(bias, bias + M, b.begin());
   }
-
-  switch (K) {
-#define FUSED_SIGMOID_FIXED_K_CASE(KK)                                                        \
-  case KK:                                                                                   \
-    sigmoid_of_row_blocks(rows, M, y, [&](int64_t r, T* z) {                                 \
-      dot_row_fixed_k<KK>(x + r * ldx, w.data(), b.data(), M, z);                            \
-    });                                                                                      \
-    return;
-    FUSED_SIGMOID_FIXED_K_CASE(1)
-    FUSED_SIGMOID_FIXED_K_CASE(2)
-    FUSED_SIGMOID_FIXED_K_CASE(3)
-    FUSED_SIGMOID_FIXED_K_CASE(4)
-    FUSED_SIGMOID_FIXED_K_CASE(5)
-    FUSED_SIGMOID_FIXED_K_CASE(6)
-    FUSED_SIGMOID_FIXED_K_CASE(7)
-    FUSED_SIGMOID_FIXED_K_CASE(8)
-#undef FUSED_SIGMOID_FIXED_K_CASE
-    default:
-      break;
-  }
-
-  // Half types are widened one row at a time so the dot product runs on float vectors.
-  std::vector<T> x_row(std::is_same_v<T, scalar_t> ? 0 : K);
-  sigmoid_of_row_blocks(rows, M, y, [&](int64_t r, T* z) {
-    const T* xr;
-    if constexpr (std::is_same_v<T, scalar_t>) {
-      xr = x + r * ldx;
+  const FixedForward<T> fixed = fixed_kernels<T>(K, M).first;
+  // Half types, and strided rows for the fixed kernels, go through a contiguous opmath copy of each block.
+  const bool widen = !std::is_same_v<T, scalar_t> || (fixed != nullptr && ldx != K);
+  const int64_t block_rows = std::max<int64_t>(1, kBlockValues / std::max<int64_t>({M, widen ? K : 1, 1}));
+  std::vector<T> z(block_rows * M);
+  std::vector<T> x_block(widen ? block_rows * K : 0);
+  for (int64_t r0 = 0; r0 < rows; r0 += block_rows) {
+    const int64_t n = std::min(block_rows, rows - r0);
+    const T* xb = nullptr;
+    int64_t ldb = K;
+    if (widen) {
+      widen_rows(x + r0 * ldx, ldx, n, K, x_block.data());
+      xb = x_block.data();
     } else {
-      std::copy(x + r * ldx, x + r * ldx + K, x_row.begin());
-      xr = x_row.data();
+      // Only reached when scalar_t is T.
+      xb = reinterpret_cast<const T*>(x + r0 * ldx);
+      ldb = ldx;
     }
-    for (int64_t m = 0; m < M; ++m) {
-      z[m] = dot_vectorized(xr, w.data() + m * K, K) + b[m];
+    if (fixed != nullptr) {
+      fixed(xb, w.data(), b.data(), n, z.data());
+    } else {
+      dot_rows_vectorized(xb, ldb, w.data(), b.data(), n, K, M, z.data());
     }
-  });
+    at::vec::map(Sigmoid<T>(), y + r0 * M, z.data(), n * M);
+  }
 }
 
 void linear_sigmoid_rows(
@@ -215,6 +311,35 @@ void add_column_sums(const scalar_t* dz, int64_t rows, int64_t M, T* column_sums
   }
 }
 
+// dz = dy * (1 - y) * y in opmath into dz_opmath and, when dz_rounded is not null, rounded to scalar_t there.
+template <typename scalar_t>
+void sigmoid_grad(const scalar_t* dy, const scalar_t* y, int64_t n, at::opmath_type<scalar_t>* dz_opmath,
+                  scalar_t* dz_rounded) {
+  if constexpr (std::is_same_v<at::opmath_type<scalar_t>, scalar_t>) {
+    at::vec::map2(SigmoidGrad<scalar_t>(), dz_opmath, dy, y, n);
+    if (dz_rounded != nullptr && dz_rounded != dz_opmath) {
+      std::copy(dz_opmath, dz_opmath + n, dz_rounded);
+    }
+  } else {
+    using bVec = Vectorized<scalar_t>;
+    using fVec = Vectorized<float>;
+    for (int64_t i = 0; i < n; i += bVec::size()) {
+      const int64_t count = std::min<int64_t>(bVec::size(), n - i);
+      auto [dy0, dy1] = at::vec::convert_to_float<scalar_t>(bVec::loadu(dy + i, count));
+      auto [y0, y1] = at::vec::convert_to_float<scalar_t>(bVec::loadu(y + i, count));
+      const fVec g0 = SigmoidGrad<float>()(dy0, y0);
+      const fVec g1 = SigmoidGrad<float>()(dy1, y1);
+      if (dz_rounded != nullptr) {
+        at::vec::convert_from_float<scalar_t>(g0, g1).store(dz_rounded + i, count);
+      }
+      g0.store(dz_opmath + i, std::min<int64_t>(count, fVec::size()));
+      if (count > fVec::size()) {
+        g1.store(dz_opmath + i + fVec::size(), count - fVec::size());
+      }
+    }
+  }
+}
+
 template <typename scalar_t>
 void sigmoid_backward_rows_typed(
     const scalar_t* dy,
@@ -223,35 +348,104 @@ void sigmoid_backward_rows_typed(
     int64_t M,
     scalar_t* dz,
     at::opmath_type<scalar_t>* column_sums) {
+  using T = at::opmath_type<scalar_t>;
   const int64_t n = rows * M;
-  if constexpr (std::is_same_v<at::opmath_type<scalar_t>, scalar_t>) {
-    at::vec::map2(SigmoidGrad<scalar_t>(), dz, dy, y, n);
+  if constexpr (std::is_same_v<T, scalar_t>) {
+    sigmoid_grad(dy, y, n, dz, dz);
     if (column_sums != nullptr) {
       add_column_sums(dz, rows, M, column_sums);
     }
   } else {
     // The bias gradient is summed from dz in float, before dz is rounded to the half type for the GEMMs.
-    using bVec = Vectorized<scalar_t>;
-    using fVec = Vectorized<float>;
-    std::vector<float> dz_float(column_sums != nullptr ? n : 0);
-    for (int64_t i = 0; i < n; i += bVec::size()) {
-      const int64_t count = std::min<int64_t>(bVec::size(), n - i);
-      auto [dy0, dy1] = at::vec::convert_to_float<scalar_t>(bVec::loadu(dy + i, count));
-      auto [y0, y1] = at::vec::convert_to_float<scalar_t>(bVec::loadu(y + i, count));
-      const fVec g0 = SigmoidGrad<float>()(dy0, y0);
-      const fVec g1 = SigmoidGrad<float>()(dy1, y1);
-      at::vec::convert_from_float<scalar_t>(g0, g1).store(dz + i, count);
-      if (column_sums != nullptr) {
-        g0.store(dz_float.data() + i, std::min<int64_t>(count, fVec::size()));
-        if (count > fVec::size()) {
-          g1.store(dz_float.data() + i + fVec::size(), count - fVec::size());
-        }
-      }
-    }
+    std::vector<T> dz_opmath(n);
+    sigmoid_grad(dy, y, n, dz_opmath.data(), dz);
     if (column_sums != nullptr) {
-      add_column_sums(dz_float.data(), rows, M, column_sums);
+      add_column_sums(dz_opmath.data(), rows, M, column_sums);
     }
   }
+}
+
+template <typename scalar_t>
+void linear_sigmoid_backward_rows_typed(
+    const scalar_t* dy,
+    const scalar_t* y,
+    const scalar_t* x,
+    int64_t ldx,
+    const scalar_t* weight,
+    int64_t rows,
+    int64_t K,
+    int64_t M,
+    scalar_t* dx,
+    at::opmath_type<scalar_t>* weight_sums,
+    at::opmath_type<scalar_t>* bias_sums) {
+  using T = at::opmath_type<scalar_t>;
+  const std::vector<T> w(weight, weight + M * K);
+  const FixedBackward<T> fixed = fixed_kernels<T>(K, M).second;
+  const bool widen = !std::is_same_v<T, scalar_t> || (fixed != nullptr && ldx != K);
+  const int64_t block_rows = std::max<int64_t>(1, kBlockValues / std::max<int64_t>({M, K, 1}));
+  std::vector<T> dz(block_rows * M);
+  std::vector<T> x_block(widen && weight_sums != nullptr ? block_rows * K : 0);
+  std::vector<T> dx_block(widen && dx != nullptr ? block_rows * K : 0);
+  for (int64_t r0 = 0; r0 < rows; r0 += block_rows) {
+    const int64_t n = std::min(block_rows, rows - r0);
+    sigmoid_grad<scalar_t>(dy + r0 * M, y + r0 * M, n * M, dz.data(), nullptr);
+    if (bias_sums != nullptr) {
+      add_column_sums(dz.data(), n, M, bias_sums);
+    }
+    const T* xb = nullptr;
+    int64_t ldb = K;
+    T* dxb = nullptr;
+    if (widen) {
+      if (weight_sums != nullptr) {
+        widen_rows(x + r0 * ldx, ldx, n, K, x_block.data());
+        xb = x_block.data();
+      }
+      dxb = dx != nullptr ? dx_block.data() : nullptr;
+    } else {
+      // Only reached when scalar_t is T.
+      xb = reinterpret_cast<const T*>(x + r0 * ldx);
+      ldb = ldx;
+      dxb = dx != nullptr ? reinterpret_cast<T*>(dx + r0 * K) : nullptr;
+    }
+    if (fixed != nullptr) {
+      fixed(dz.data(), xb, w.data(), n, dxb, weight_sums);
+    } else {
+      backward_rows_vectorized(dz.data(), xb, ldb, w.data(), n, K, M, dxb, weight_sums);
+    }
+    if (widen && dx != nullptr) {
+      std::copy(dx_block.data(), dx_block.data() + n * K, dx + r0 * K);
+    }
+  }
+}
+
+void linear_sigmoid_backward_rows(
+    c10::ScalarType dtype,
+    const void* dy,
+    const void* y,
+    const void* x,
+    int64_t ldx,
+    const void* w,
+    int64_t rows,
+    int64_t K,
+    int64_t M,
+    void* dx,
+    void* weight_sums,
+    void* bias_sums) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, dtype, "linear_sigmoid_backward_rows", [&] {
+    using T = at::opmath_type<scalar_t>;
+    linear_sigmoid_backward_rows_typed(
+        static_cast<const scalar_t*>(dy),
+        static_cast<const scalar_t*>(y),
+        static_cast<const scalar_t*>(x),
+        ldx,
+        static_cast<const scalar_t*>(w),
+        rows,
+        K,
+        M,
+        static_cast<scalar_t*>(dx),
+        static_cast<T*>(weight_sums),
+        static_cast<T*>(bias_sums));
+  });
 }
 
 void sigmoid_backward_rows(
@@ -279,6 +473,7 @@ extern const KernelTable kernel_table{
     linear_sigmoid_rows,
     sigmoid_inplace,
     sigmoid_backward_rows,
+    linear_sigmoid_backward_rows,
     C10_STRINGIZE(CPU_CAPABILITY),
 };
 

@@ -183,6 +183,67 @@ at::Tensor sigmoid_grad_and_bias_grad(const at::Tensor& dy, const at::Tensor& y,
   return dz;
 }
 
+// Rows per chunk of the direct backward. Each chunk adds into its own partial sums of the weight and bias
+// gradients, later added in order, so chunks are fixed by this constant alone and the result does not depend on
+// the thread count; 4096 rows keep those partials small (M * K values per chunk) and give each thread many chunks
+// on large batches.
+constexpr int64_t kDirectBackwardChunkRows = 4096;
+
+// The direct kernel's backward: one pass over the rows computes dz, grad_input, and the chunk partial sums of
+// grad_weight and grad_bias; dz is never stored.
+std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>, std::optional<at::Tensor>> backward_direct(
+    const at::Tensor& dy,
+    const at::Tensor& y,
+    const at::Tensor& x,
+    const at::Tensor& w,
+    const at::Tensor& input,
+    std::array<bool, 3> output_mask) {
+  const KernelTable& kernels = kernels_for_this_cpu();
+  const int64_t N = x.size(0);
+  const int64_t K = w.size(1);
+  const int64_t M = w.size(0);
+  const int64_t num_chunks = (N + kDirectBackwardChunkRows - 1) / kDirectBackwardChunkRows;
+  const at::ScalarType sum_type = y.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  at::Tensor grad_input = output_mask[0] ? at::empty({N, K}, x.options()) : at::Tensor();
+  at::Tensor weight_partials = output_mask[1] ? at::zeros({num_chunks, M * K}, y.options().dtype(sum_type))
+                                              : at::Tensor();
+  at::Tensor bias_partials = output_mask[2] ? at::zeros({num_chunks, M}, y.options().dtype(sum_type)) : at::Tensor();
+  const int64_t element_size = x.element_size();
+  const int64_t sum_size = c10::elementSize(sum_type);
+  const int64_t ldx = x.stride(0);
+  at::parallel_for(0, num_chunks, 1, [&](int64_t first, int64_t last) {
+    for (int64_t chunk = first; chunk < last; ++chunk) {
+      const int64_t r0 = chunk * kDirectBackwardChunkRows;
+      kernels.linear_sigmoid_backward_rows(
+          y.scalar_type(),
+          byte_ptr(dy) + r0 * M * element_size,
+          byte_ptr(y) + r0 * M * element_size,
+          byte_ptr(x) + r0 * ldx * element_size,
+          ldx,
+          w.const_data_ptr(),
+          std::min(kDirectBackwardChunkRows, N - r0),
+          K,
+          M,
+          output_mask[0] ? mutable_byte_ptr(grad_input) + r0 * K * element_size : nullptr,
+          output_mask[1] ? mutable_byte_ptr(weight_partials) + chunk * M * K * sum_size : nullptr,
+          output_mask[2] ? mutable_byte_ptr(bias_partials) + chunk * M * sum_size : nullptr);
+    }
+  });
+  std::optional<at::Tensor> grad_weight;
+  std::optional<at::Tensor> grad_bias;
+  if (output_mask[1]) {
+    grad_weight = sum_blocks_in_order(weight_partials).view({M, K}).to(y.scalar_type());
+  }
+  if (output_mask[2]) {
+    grad_bias = sum_blocks_in_order(bias_partials).to(y.scalar_type());
+  }
+  std::optional<at::Tensor> grad_input_shaped;
+  if (output_mask[0]) {
+    grad_input_shaped = grad_input.view(input.sizes());
+  }
+  return {grad_input_shaped, grad_weight, grad_bias};
+}
+
 std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>, std::optional<at::Tensor>>
 linear_sigmoid_backward_cpu(
     const at::Tensor& grad_output,
@@ -208,6 +269,9 @@ linear_sigmoid_backward_cpu(
     if (output_mask[1]) grad_weight = at::zeros_like(weight, at::MemoryFormat::Contiguous);
     if (output_mask[2]) grad_bias = at::zeros({M}, weight.options());
     return {grad_input, grad_weight, grad_bias};
+  }
+  if (use_direct_kernel(K, M)) {
+    return backward_direct(dy, y, x, weight.contiguous(), input, output_mask);
   }
   const at::Tensor dz = sigmoid_grad_and_bias_grad(dy, y, output_mask[2] ? &grad_bias : nullptr);
   if (output_mask[0]) {
