@@ -75,7 +75,7 @@ def extension():
     capabilities = capability_sources()
     cuda = cuda_sources()
     sources = (
-        ["csrc/linear_sigmoid.cpp", "csrc/checks.cpp", "csrc/cpu/linear_sigmoid_cpu.cpp",
+        ["csrc/linear_sigmoid.cpp", "csrc/checks.cpp", "csrc/autograd.cpp", "csrc/cpu/linear_sigmoid_cpu.cpp",
          "csrc/cpu/kernel_dispatch.cpp"]
         + list(capabilities)
         + cuda

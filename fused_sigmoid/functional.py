@@ -84,9 +84,5 @@ def linear_sigmoid(
             raise TypeError(f"linear_sigmoid: expected {name} to be a Tensor, but got {type(value).__name__}")
     if bias is not None and not isinstance(bias, torch.Tensor):
         raise TypeError(f"linear_sigmoid: expected bias to be a Tensor or None, but got {type(bias).__name__}")
-    # Autograd is only engaged when a gradient can be asked for, so inference calls go straight to the op.
-    if torch.is_grad_enabled() and (
-        input.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
-    ):
-        return LinearSigmoidFunction.apply(input, weight, bias)
+    # The op is differentiable by itself (its autograd is C++, csrc/autograd.cpp), so no Python autograd layer.
     return _forward_op(input, weight, bias)

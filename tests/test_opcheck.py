@@ -18,10 +18,13 @@ def sample(shape, out_features, with_bias, dtype, device, requires_grad=False):
     return make(*shape), make(out_features, shape[-1]), make(out_features) if with_bias else None
 
 
+@pytest.mark.parametrize("requires_grad", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("case", SAMPLES)
-def test_opcheck_forward(case, dtype, device):
-    torch.library.opcheck(torch.ops.fused_sigmoid.linear_sigmoid.default, sample(*case, dtype, device))
+def test_opcheck_forward(case, dtype, requires_grad, device):
+    # With inputs that require grad, opcheck also checks the op's autograd registration and traces its backward.
+    torch.library.opcheck(torch.ops.fused_sigmoid.linear_sigmoid.default,
+                          sample(*case, dtype, device, requires_grad))
 
 
 @pytest.mark.parametrize("mask", [[True, True, True], [True, False, False], [False, True, True]])

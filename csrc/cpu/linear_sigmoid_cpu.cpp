@@ -131,22 +131,46 @@ at::Tensor linear_sigmoid_cpu(
   return output;
 }
 
-// Column sums of (num_blocks, M) partial sums, adding the blocks in order and in double so that the result
-// depends neither on the thread count nor, much, on the number of blocks.
-at::Tensor sum_blocks_in_order(const at::Tensor& partial_sums) {
-  const int64_t M = partial_sums.size(1);
-  at::Tensor total = at::zeros({M}, partial_sums.options().dtype(at::kDouble));
-  double* out = total.mutable_data_ptr<double>();
-  AT_DISPATCH_FLOATING_TYPES(partial_sums.scalar_type(), "sum_blocks_in_order", [&] {
-    const scalar_t* partial = partial_sums.const_data_ptr<scalar_t>();
-    for (int64_t block = 0; block < partial_sums.size(0); ++block) {
-      for (int64_t m = 0; m < M; ++m) {
-        out[m] += static_cast<double>(partial[block * M + m]);
+// Per-block partial sums that the kernels add into, in the kernels' accumulation type (double for double inputs,
+// float otherwise), and their total. Blocks are fixed by the shape and added in order, in double, so the total
+// does not depend on the thread count.
+class BlockSums {
+ public:
+  BlockSums(at::ScalarType dtype, int64_t num_blocks, int64_t count)
+      : in_double_(dtype == at::kDouble),
+        num_blocks_(num_blocks),
+        count_(count),
+        storage_(num_blocks * count * element_size(), 0) {}
+
+  void* block(int64_t index) {
+    return storage_.data() + index * count_ * element_size();
+  }
+
+  at::Tensor total(at::IntArrayRef shape, const at::TensorOptions& options) const {
+    std::vector<double> sums(count_, 0.0);
+    for (int64_t index = 0; index < num_blocks_; ++index) {
+      for (int64_t i = 0; i < count_; ++i) {
+        sums[i] += in_double_ ? reinterpret_cast<const double*>(storage_.data())[index * count_ + i]
+                              : reinterpret_cast<const float*>(storage_.data())[index * count_ + i];
       }
     }
-  });
-  return total;
-}
+    at::Tensor result = at::empty(shape, options);
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, result.scalar_type(), "block_sums_total", [&] {
+      std::copy(sums.begin(), sums.end(), result.mutable_data_ptr<scalar_t>());
+    });
+    return result;
+  }
+
+ private:
+  int64_t element_size() const {
+    return in_double_ ? sizeof(double) : sizeof(float);
+  }
+
+  bool in_double_;
+  int64_t num_blocks_;
+  int64_t count_;
+  std::vector<char> storage_;
+};
 
 // dz = dy * y * (1 - y) and, when asked for, its column sums (the bias gradient) in one pass over blocks of rows.
 at::Tensor sigmoid_grad_and_bias_grad(const at::Tensor& dy, const at::Tensor& y, std::optional<at::Tensor>* grad_bias) {
@@ -156,13 +180,8 @@ at::Tensor sigmoid_grad_and_bias_grad(const at::Tensor& dy, const at::Tensor& y,
   at::Tensor dz = at::empty_like(y);
   const int64_t block_rows = backward_block_rows(M);
   const int64_t num_blocks = (N + block_rows - 1) / block_rows;
-  const at::ScalarType sum_type = y.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  at::Tensor partial_sums;
-  if (grad_bias != nullptr) {
-    partial_sums = at::zeros({num_blocks, M}, y.options().dtype(sum_type));
-  }
+  BlockSums bias_sums(y.scalar_type(), grad_bias != nullptr ? num_blocks : 0, M);
   const int64_t element_size = y.element_size();
-  const int64_t sum_size = grad_bias != nullptr ? partial_sums.element_size() : 0;
   const int64_t grain_blocks = std::max<int64_t>(1, at::internal::GRAIN_SIZE / (block_rows * M));
   at::parallel_for(0, num_blocks, grain_blocks, [&](int64_t first, int64_t last) {
     for (int64_t block = first; block < last; ++block) {
@@ -174,11 +193,11 @@ at::Tensor sigmoid_grad_and_bias_grad(const at::Tensor& dy, const at::Tensor& y,
           std::min(block_rows, N - block * block_rows),
           M,
           mutable_byte_ptr(dz) + offset,
-          grad_bias != nullptr ? mutable_byte_ptr(partial_sums) + block * M * sum_size : nullptr);
+          grad_bias != nullptr ? bias_sums.block(block) : nullptr);
     }
   });
   if (grad_bias != nullptr) {
-    *grad_bias = sum_blocks_in_order(partial_sums).to(y.scalar_type());
+    *grad_bias = bias_sums.total({M}, y.options());
   }
   return dz;
 }
@@ -203,13 +222,10 @@ std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>, std::optional<a
   const int64_t K = w.size(1);
   const int64_t M = w.size(0);
   const int64_t num_chunks = (N + kDirectBackwardChunkRows - 1) / kDirectBackwardChunkRows;
-  const at::ScalarType sum_type = y.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   at::Tensor grad_input = output_mask[0] ? at::empty({N, K}, x.options()) : at::Tensor();
-  at::Tensor weight_partials = output_mask[1] ? at::zeros({num_chunks, M * K}, y.options().dtype(sum_type))
-                                              : at::Tensor();
-  at::Tensor bias_partials = output_mask[2] ? at::zeros({num_chunks, M}, y.options().dtype(sum_type)) : at::Tensor();
+  BlockSums weight_sums(y.scalar_type(), output_mask[1] ? num_chunks : 0, M * K);
+  BlockSums bias_sums(y.scalar_type(), output_mask[2] ? num_chunks : 0, M);
   const int64_t element_size = x.element_size();
-  const int64_t sum_size = c10::elementSize(sum_type);
   const int64_t ldx = x.stride(0);
   at::parallel_for(0, num_chunks, 1, [&](int64_t first, int64_t last) {
     for (int64_t chunk = first; chunk < last; ++chunk) {
@@ -225,17 +241,17 @@ std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>, std::optional<a
           K,
           M,
           output_mask[0] ? mutable_byte_ptr(grad_input) + r0 * K * element_size : nullptr,
-          output_mask[1] ? mutable_byte_ptr(weight_partials) + chunk * M * K * sum_size : nullptr,
-          output_mask[2] ? mutable_byte_ptr(bias_partials) + chunk * M * sum_size : nullptr);
+          output_mask[1] ? weight_sums.block(chunk) : nullptr,
+          output_mask[2] ? bias_sums.block(chunk) : nullptr);
     }
   });
   std::optional<at::Tensor> grad_weight;
   std::optional<at::Tensor> grad_bias;
   if (output_mask[1]) {
-    grad_weight = sum_blocks_in_order(weight_partials).view({M, K}).to(y.scalar_type());
+    grad_weight = weight_sums.total({M, K}, y.options());
   }
   if (output_mask[2]) {
-    grad_bias = sum_blocks_in_order(bias_partials).to(y.scalar_type());
+    grad_bias = bias_sums.total({M}, y.options());
   }
   std::optional<at::Tensor> grad_input_shaped;
   if (output_mask[0]) {

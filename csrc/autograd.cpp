@@ -1,0 +1,99 @@
+// Autograd for torch.ops.fused_sigmoid.linear_sigmoid, in C++ so that a differentiable call costs no Python: the
+// tutorial's one-row layer must train as fast as eager's. fused_sigmoid.LinearSigmoidFunction is the same
+// backward as a Python autograd.Function; tests check both.
+#include <ATen/ATen.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/autograd.h>
+#include <torch/library.h>
+
+#include <array>
+#include <optional>
+#include <tuple>
+
+namespace fused_sigmoid {
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+at::Tensor call_forward_op(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias) {
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("fused_sigmoid::linear_sigmoid", "")
+                             .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&)>();
+  return op.call(input, weight, bias);
+}
+
+using Gradients = std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>, std::optional<at::Tensor>>;
+
+Gradients call_backward_op(
+    const at::Tensor& grad_output,
+    const at::Tensor& output,
+    const at::Tensor& input,
+    const at::Tensor& weight,
+    std::array<bool, 3> output_mask) {
+  static const auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("fused_sigmoid::linear_sigmoid_backward", "")
+          .typed<Gradients(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, std::array<bool, 3>)>();
+  return op.call(grad_output, output, input, weight, output_mask);
+}
+
+class LinearSigmoid : public torch::autograd::Function<LinearSigmoid> {
+ public:
+  static at::Tensor forward(
+      AutogradContext* ctx,
+      const at::Tensor& input,
+      const at::Tensor& weight,
+      const std::optional<at::Tensor>& bias) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    at::Tensor output = call_forward_op(input, weight, bias);
+    // The output, not the pre-activation: dz = dy * y * (1 - y) needs nothing else. Saving it as an output also
+    // makes an in-place change of it before backward an error, as in eager.
+    ctx->save_for_backward({input, weight, output});
+    ctx->saved_data["has_bias"] = bias.has_value() && bias->defined();
+    return output;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+    const variable_list saved = ctx->get_saved_variables();
+    const at::Tensor& input = saved[0];
+    const at::Tensor& weight = saved[1];
+    const at::Tensor& output = saved[2];
+    const at::Tensor& grad_output = grad_outputs[0];
+    // A missing bias is no input edge of this node, so it has no needs_input_grad entry.
+    const bool has_bias = ctx->saved_data["has_bias"].toBool();
+    const std::array<bool, 3> needs = {
+        ctx->needs_input_grad(0), ctx->needs_input_grad(1), has_bias && ctx->needs_input_grad(2)};
+    if (at::GradMode::is_enabled()) {
+      // create_graph=True: differentiable ops, through which double backward reaches the fused op again.
+      const at::Tensor grad_z = grad_output * (1 - output) * output;
+      const at::Tensor grad_z_rows = grad_z.reshape({-1, weight.size(0)});
+      return {
+          needs[0] ? at::matmul(grad_z, weight) : at::Tensor(),
+          needs[1] ? grad_z_rows.t().mm(input.reshape({-1, weight.size(1)})) : at::Tensor(),
+          needs[2] ? grad_z_rows.sum(0) : at::Tensor(),
+      };
+    }
+    auto [grad_input, grad_weight, grad_bias] = call_backward_op(grad_output, output, input, weight, needs);
+    return {
+        grad_input.value_or(at::Tensor()),
+        grad_weight.value_or(at::Tensor()),
+        grad_bias.value_or(at::Tensor()),
+    };
+  }
+};
+
+at::Tensor linear_sigmoid_autograd(
+    const at::Tensor& input,
+    const at::Tensor& weight,
+    const std::optional<at::Tensor>& bias) {
+  return LinearSigmoid::apply(input, weight, bias);
+}
+
+} // namespace
+
+TORCH_LIBRARY_IMPL(fused_sigmoid, Autograd, m) {
+  m.impl("linear_sigmoid", &linear_sigmoid_autograd);
+}
+
+} // namespace fused_sigmoid
