@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import fused_sigmoid
+from fused_sigmoid import reference_linear_sigmoid
 
 CUDA_REASON = "needs a CUDA device and a fused_sigmoid build with CUDA kernels"
 cuda_ready = torch.cuda.is_available() and fused_sigmoid.has_cuda_kernels()
@@ -37,3 +38,28 @@ def assert_within_twice_eager_error(ours, eager, exact, what):
     half_ulp = torch.finfo(ours.dtype).eps / 2 * exact.abs().max().item()
     bound = max(2 * eager_error, half_ulp)
     assert ours_error <= bound, f"{what}: our error {ours_error:.3g} exceeds twice eager's {eager_error:.3g}"
+
+
+def assert_forward_matches_eager(out, x, w, b):
+    """Forward parity. float64 must equal eager to a few ulps. In float32 the kernels sum the K products in another
+    order than BLAS does, so neither result is the reference: each output is held to the float64 result, within
+    twice eager's largest error or within the standard error bound of a float32 dot product (sqrt(K) units of
+    rounding on sum_k |x_k w_k|, carried through the sigmoid's slope, plus half an ulp of the output), whichever is
+    larger. With a few dozen outputs eager's error alone is too small a sample to be the yardstick."""
+    expected = reference_linear_sigmoid(x, w, b)
+    assert out.shape == expected.shape and out.dtype == expected.dtype
+    if out.dtype == torch.float64:
+        assert_close_to_reference(out, expected, torch.float64)
+        return
+    x64, w64 = x.double(), w.double()
+    exact = reference_linear_sigmoid(x64, w64, None if b is None else b.double())
+    torch.testing.assert_close(out.isnan(), expected.isnan())
+    finite = ~exact.isnan()
+    magnitude = x64.abs() @ w64.abs().t() + (0 if b is None else b.double().abs())
+    eps = torch.finfo(out.dtype).eps
+    dot_bound = (x.shape[-1] + 1) ** 0.5 * eps * magnitude * exact * (1 - exact) + eps / 2 * exact.abs()
+    eager_error = (expected.double() - exact)[finite].abs().max().item() if finite.any() else 0.0
+    allowed = torch.maximum(dot_bound, torch.full_like(dot_bound, 2 * eager_error))
+    error = (out.double() - exact).abs()
+    assert bool((error[finite] <= allowed[finite]).all()), (
+        f"forward: error {error[finite].max().item():.3g} beyond the bound (eager's error {eager_error:.3g})")

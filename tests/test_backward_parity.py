@@ -7,7 +7,7 @@ from conftest import assert_close_to_reference
 from fused_sigmoid import LinearSigmoidFunction, linear_sigmoid, reference_linear_sigmoid
 
 CASES = [((), 3, 2), ((5,), 3, 2), ((4, 6), 17, 1), ((2, 3, 4), 33, 5), ((70,), 65, 2), ((9,), 16, 33),
-         ((3000,), 30, 1), ((2000,), 64, 64), ((40,), 257, 3)]
+         ((3000,), 30, 1), ((2000,), 64, 64), ((40,), 257, 3), ((300,), 600, 300)]
 
 
 def leaves(leading, in_features, out_features, dtype, device, with_bias=True, seed=0):

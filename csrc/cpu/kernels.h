@@ -26,6 +26,19 @@ struct KernelTable {
       int64_t M,
       void* y);
 
+  // The same product for float and double by register tiles: a small GEMM whose accumulators get the bias and the
+  // sigmoid in registers before the single store. For weights that fit in L2 (transposed and padded per call).
+  void (*linear_sigmoid_tiled_rows)(
+      c10::ScalarType dtype,
+      const void* x,
+      int64_t ldx,
+      const void* w,
+      const void* bias,
+      int64_t rows,
+      int64_t K,
+      int64_t M,
+      void* y);
+
   // y[i] = sigmoid(y[i]) for i < n, in place: the epilogue of a block that a GEMM has just written.
   void (*sigmoid_inplace)(c10::ScalarType dtype, void* y, int64_t n);
 

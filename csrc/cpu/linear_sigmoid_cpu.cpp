@@ -17,10 +17,23 @@
 namespace fused_sigmoid::cpu {
 namespace {
 
-// Shapes small enough for the direct kernel: the weight fits in a few vector registers, so reading each input
-// row once and writing each output once beats handing a skinny GEMM to BLAS and sweeping the output again.
-bool use_direct_kernel(int64_t in_features, int64_t out_features) {
-  return out_features <= 8 && in_features <= 64;
+// The choice of kernel, by shape (measured on a 2-core AVX-512 machine; see README, "How the fused kernel works"):
+// - direct: few outputs per row. Each row is read once and its handful of dot products formed in place; a
+//   GEMM would pad or transpose for nothing, and BLAS runs such skinny products far below memory speed.
+// - tiled: float and double with more outputs, while the transposed weight fits in half of a core's L2 (it is
+//   re-read for every tile of rows): a register-tiled GEMM that applies bias and sigmoid to its accumulators.
+// - GEMM: everything else (large weights, and the half types, whose BLAS kernels use native bfloat16/float16
+//   instructions): BLAS on blocks of rows, each block's sigmoid applied while the block is in L2.
+constexpr int64_t kMaxDirectOutFeatures = 8;
+constexpr int64_t kTiledWeightBytes = 512 * 1024;
+
+bool use_direct_kernel(int64_t out_features) {
+  return out_features <= kMaxDirectOutFeatures;
+}
+
+bool use_tiled_kernel(int64_t in_features, int64_t out_features, at::ScalarType dtype) {
+  const bool single_or_double = dtype == at::kFloat || dtype == at::kDouble;
+  return single_or_double && in_features * out_features * c10::elementSize(dtype) <= kTiledWeightBytes;
 }
 
 // Output block of the GEMM path: it must still be in the core's L2 when the sigmoid runs over it.
@@ -47,22 +60,23 @@ at::Tensor rows_of(const at::Tensor& input, int64_t features) {
   return rows.stride(1) == 1 ? rows : rows.contiguous();
 }
 
-void forward_direct(
+// The direct and tiled kernels: threads take disjoint ranges of rows, each range one kernel call.
+void forward_by_rows(
+    decltype(KernelTable::linear_sigmoid_rows) kernel,
     const at::Tensor& x,
     const at::Tensor& w,
     const std::optional<at::Tensor>& bias,
     const at::Tensor& y) {
-  const KernelTable& kernels = kernels_for_this_cpu();
   const int64_t N = x.size(0);
   const int64_t K = w.size(1);
   const int64_t M = w.size(0);
   const int64_t element_size = x.element_size();
   const int64_t ldx = x.stride(0);
-  // Below about GRAIN_SIZE values of work a thread costs more than it saves (the tutorial's one-row call).
-  const int64_t grain_rows = std::max<int64_t>(1, at::internal::GRAIN_SIZE / (K + M));
+  // Below about GRAIN_SIZE multiply-adds a thread costs more than it saves (the tutorial's one-row call).
+  const int64_t grain_rows = std::max<int64_t>(1, at::internal::GRAIN_SIZE / std::max<int64_t>(1, K * M));
   const void* b = bias.has_value() ? bias->const_data_ptr() : nullptr;
   at::parallel_for(0, N, grain_rows, [&](int64_t begin, int64_t end) {
-    kernels.linear_sigmoid_rows(
+    kernel(
         x.scalar_type(),
         byte_ptr(x) + begin * ldx * element_size,
         ldx,
@@ -123,8 +137,11 @@ at::Tensor linear_sigmoid_cpu(
   const at::Tensor w = weight.contiguous();
   const std::optional<at::Tensor> b = bias.has_value() ? std::optional(bias->contiguous()) : std::nullopt;
   const at::Tensor y = output.view({x.size(0), M});
-  if (use_direct_kernel(K, M)) {
-    forward_direct(x, w, b, y);
+  const KernelTable& kernels = kernels_for_this_cpu();
+  if (use_direct_kernel(M)) {
+    forward_by_rows(kernels.linear_sigmoid_rows, x, w, b, y);
+  } else if (use_tiled_kernel(K, M, x.scalar_type())) {
+    forward_by_rows(kernels.linear_sigmoid_tiled_rows, x, w, b, y);
   } else {
     forward_gemm(x, w, b, y);
   }
@@ -286,7 +303,7 @@ linear_sigmoid_backward_cpu(
     if (output_mask[2]) grad_bias = at::zeros({M}, weight.options());
     return {grad_input, grad_weight, grad_bias};
   }
-  if (use_direct_kernel(K, M)) {
+  if (use_direct_kernel(M)) {
     return backward_direct(dy, y, x, weight.contiguous(), input, output_mask);
   }
   const at::Tensor dz = sigmoid_grad_and_bias_grad(dy, y, output_mask[2] ? &grad_bias : nullptr);
