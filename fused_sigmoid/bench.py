@@ -9,6 +9,7 @@ import csv
 import math
 import os
 import platform
+import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,9 +63,11 @@ def setup(shape: Tuple[int, int, int], dtype: torch.dtype, device: str) -> Case:
 
 
 def implementations(max_autotune: bool) -> Dict[str, Callable]:
+    """Fresh compiled functions each call (after torch._dynamo.reset()), so no case inherits another's graphs.
+    Eager comes first: every other row is reported as a speed-up over it."""
     impls = {
-        "fused": linear_sigmoid,
         "eager": reference_linear_sigmoid,
+        "fused": linear_sigmoid,
         "compile": torch.compile(reference_linear_sigmoid),
         "fused+compile": torch.compile(linear_sigmoid),
     }
@@ -78,42 +81,42 @@ def workload(fn: Callable, case: Case, mode: str) -> Callable[[], object]:
     recorded forward; ``full`` is a training step's forward and backward."""
     inputs = (case.x, case.w, case.b)
     if mode == "forward":
-        def run():
+        def inference():
             with torch.no_grad():
                 return fn(*inputs)
-        return run
+        return inference
     if mode == "backward":
         out = fn(*inputs)
         return lambda: torch.autograd.grad(out, inputs, case.grad_output, retain_graph=True)
     return lambda: torch.autograd.grad(fn(*inputs), inputs, case.grad_output)
 
 
-def floors(case: Case, mode: str, bandwidth: float, flops: float) -> float:
-    """Seconds the machine needs at least: bytes that must move over the copy bandwidth, or the GEMM FLOPs over
-    the large-matmul rate, whichever is larger."""
+def bytes_and_flops(case: Case, mode: str) -> Tuple[int, int]:
+    """Bytes that must move and FLOPs that must run. Forward reads x, W, b and writes y; backward reads dy, y, x, W
+    and writes dx, dW, db."""
     n, k, m = case.shape
     size = case.x.element_size()
     forward_bytes = (n * k + m * k + m + n * m) * size
-    # Backward reads dy, y, x, w and writes dx, dw, db.
     backward_bytes = (2 * n * m + n * k + m * k + n * k + m * k + m) * size
     forward_flops, backward_flops = 2 * n * k * m, 4 * n * k * m
     bytes_moved = {"forward": forward_bytes, "backward": backward_bytes, "full": forward_bytes + backward_bytes}
     flop_count = {"forward": forward_flops, "backward": backward_flops, "full": forward_flops + backward_flops}
-    return max(bytes_moved[mode] / bandwidth, flop_count[mode] / flops)
+    return bytes_moved[mode], flop_count[mode]
 
 
 def median_seconds(fn: Callable[[], object], threads: int, min_run_time: float) -> Tuple[float, float]:
-    for _ in range(3):  # warm-up, compilation included
-        fn()
     measurement = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=threads).blocked_autorange(
         min_run_time=min_run_time)
     return measurement.median, measurement.iqr
 
 
 def copy_bandwidth(threads: int) -> float:
-    """Bytes per second of a large Tensor.copy_ (read plus write), the memory floor's yardstick."""
-    src = torch.randn(64 * 1024 * 1024)  # 256 MiB
+    """Bytes per second of a large Tensor.copy_ (256 MiB read, 256 MiB written): the memory floor's yardstick.
+    Shapes whose data fit in the last-level cache can beat it."""
+    src = torch.empty(64 * 1024 * 1024)
+    src.uniform_()
     dst = torch.empty_like(src)
+    dst.copy_(src)
     seconds, _ = median_seconds(lambda: dst.copy_(src), threads, 1.0)
     return 2 * src.numel() * src.element_size() / seconds
 
@@ -122,6 +125,7 @@ def matmul_rate(dtype: torch.dtype, threads: int) -> float:
     """FLOP/s of a large torch.mm in dtype, the compute floor's yardstick."""
     a = torch.randn(2048, 2048).to(dtype)
     b = torch.randn(2048, 2048).to(dtype)
+    torch.mm(a, b)
     seconds, _ = median_seconds(lambda: torch.mm(a, b), threads, 1.0)
     return 2 * 2048**3 / seconds
 
@@ -137,12 +141,12 @@ def cpu_model() -> str:
 
 
 def run(shapes: Sequence[Tuple[int, int, int]], dtypes: Sequence[torch.dtype], thread_counts: Sequence[int],
-        modes: Sequence[str], max_autotune: bool, min_run_time: float, output: Optional[Path]) -> List[dict]:
+        modes: Sequence[str], max_autotune: bool, min_run_time: float, rounds: int,
+        output: Optional[Path]) -> List[dict]:
     machine = f"{cpu_model()}, {os.cpu_count()} cores"
     print(f"# {machine}; torch {torch.__version__}; fused_sigmoid kernels "
-          f"{torch.ops.fused_sigmoid.cpu_capability()}")
+          f"{torch.ops.fused_sigmoid.cpu_capability()}; median of {rounds} rounds, implementations in turn")
     measure_memory = memory_profiling_works()
-    impls = implementations(max_autotune)
     rows: List[dict] = []
     header = (f"{'threads':>7} {'dtype':>8} {'shape (N, K, M)':>24} {'mode':>8} {'impl':>20} {'median ms':>10} "
               f"{'x eager':>8} {'floor %':>8} {'peak MiB':>9}")
@@ -159,30 +163,54 @@ def run(shapes: Sequence[Tuple[int, int, int]], dtypes: Sequence[torch.dtype], t
                 if dtype != torch.float32 and shape not in SUBSET:
                     continue
                 case = setup(shape, dtype, "cpu")
+                torch._dynamo.reset()
+                impls = implementations(max_autotune)
                 for mode in modes:
-                    floor = floors(case, mode, bandwidth, rates[dtype])
-                    eager_median = None
-                    for name, fn in impls.items():
-                        work = workload(fn, case, mode)
-                        try:
-                            median, iqr = median_seconds(work, threads, min_run_time)
-                        except Exception as error:  # a compile mode that does not work here is reported, not fatal
-                            print(f"# {name} {shape} {mode}: failed ({type(error).__name__}: {error})"[:200])
-                            continue
-                        if name == "eager":
-                            eager_median = median
-                        peak = peak_allocated_bytes(work) / 2**20 if measure_memory and shape[0] > 1 else float("nan")
-                        row = dict(machine=machine, torch=torch.__version__, threads=threads,
-                                   dtype=str(dtype).replace("torch.", ""), N=shape[0], K=shape[1], M=shape[2],
-                                   mode=mode, impl=name, median_ms=median * 1e3, iqr_ms=iqr * 1e3,
-                                   speedup_vs_eager=(eager_median / median) if eager_median else float("nan"),
-                                   floor_ms=floor * 1e3, fraction_of_floor=floor / median, peak_mib=peak)
-                        rows.append(row)
-                        print(f"{threads:>7} {row['dtype']:>8} {str(shape):>24} {mode:>8} {name:>20} "
-                              f"{row['median_ms']:>10.4f} {row['speedup_vs_eager']:>8.2f} "
-                              f"{100 * row['fraction_of_floor']:>8.1f} {peak:>9.2f}", flush=True)
+                    rows += measure_case(case, mode, impls, threads, bandwidth, rates[dtype], min_run_time,
+                                         rounds, measure_memory, machine)
     if output is not None:
         write_csv(rows, output)
+    return rows
+
+
+def measure_case(case: Case, mode: str, impls: Dict[str, Callable], threads: int, bandwidth: float, rate: float,
+                 min_run_time: float, rounds: int, measure_memory: bool, machine: str) -> List[dict]:
+    """Every implementation on one case and mode: a table row each, as dicts."""
+    moved, flops = bytes_and_flops(case, mode)
+    floor = max(moved / bandwidth, flops / rate)
+    works = {}
+    for name, fn in impls.items():
+        work = workload(fn, case, mode)
+        try:
+            for _ in range(3):  # warm-up, compilation included
+                work()
+        except Exception as error:  # a compile mode that fails here is reported, not fatal
+            print(f"# {name} {case.shape} {mode}: failed ({type(error).__name__}: {error})"[:200])
+            continue
+        works[name] = work
+    # Rounds take the implementations in turn, so that a burst of load on a shared machine hits them alike; each
+    # one's figure is the median of its per-round medians.
+    medians: Dict[str, List[float]] = {name: [] for name in works}
+    iqrs: Dict[str, List[float]] = {name: [] for name in works}
+    for _ in range(rounds):
+        for name, work in works.items():
+            median, iqr = median_seconds(work, threads, min_run_time)
+            medians[name].append(median)
+            iqrs[name].append(iqr)
+    eager_median = statistics.median(medians["eager"])
+    rows = []
+    for name, work in works.items():
+        median = statistics.median(medians[name])
+        peak = peak_allocated_bytes(work) / 2**20 if measure_memory and case.shape[0] > 1 else float("nan")
+        row = dict(machine=machine, torch=torch.__version__, threads=threads,
+                   dtype=str(case.x.dtype).replace("torch.", ""), N=case.shape[0], K=case.shape[1],
+                   M=case.shape[2], mode=mode, impl=name, median_ms=median * 1e3,
+                   iqr_ms=statistics.median(iqrs[name]) * 1e3, speedup_vs_eager=eager_median / median,
+                   floor_ms=floor * 1e3, fraction_of_floor=floor / median, peak_mib=peak)
+        rows.append(row)
+        print(f"{threads:>7} {row['dtype']:>8} {str(case.shape):>24} {mode:>8} {name:>20} "
+              f"{row['median_ms']:>10.4f} {row['speedup_vs_eager']:>8.2f} "
+              f"{100 * row['fraction_of_floor']:>8.1f} {peak:>9.2f}", flush=True)
     return rows
 
 
@@ -245,13 +273,14 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", nargs="*", type=int, default=[1, os.cpu_count() or 1])
     parser.add_argument("--modes", nargs="*", default=list(MODES), choices=MODES)
     parser.add_argument("--max-autotune", action="store_true", help="also torch.compile(mode='max-autotune')")
-    parser.add_argument("--min-run-time", type=float, default=0.3, help="seconds of timing per measurement")
+    parser.add_argument("--min-run-time", type=float, default=0.2, help="seconds of timing per measurement")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of measurements, implementations in turn")
     parser.add_argument("--output", type=Path, default=Path("benchmarks/results/cpu.csv"))
     parser.add_argument("--plot", type=Path, default=Path("benchmarks/results/cpu_speedup.png"))
     args = parser.parse_args(argv)
     started = time.time()
     run(args.shapes or SHAPES, [getattr(torch, name) for name in args.dtypes], sorted(set(args.threads)),
-        args.modes, args.max_autotune, args.min_run_time, args.output)
+        args.modes, args.max_autotune, args.min_run_time, args.rounds, args.output)
     if args.plot is not None:
         plot_speedups(args.output, args.plot)
     print(f"# {time.time() - started:.0f} s")
