@@ -11,6 +11,10 @@
 
 namespace fused_sigmoid::cpu {
 
+// The direct kernels have loops specialised for every in_features <= 8 with out_features <= 4.
+constexpr int64_t kMaxFixedInFeatures = 8;
+constexpr int64_t kMaxFixedOutFeatures = 4;
+
 struct KernelTable {
   // y[r, m] = sigmoid(sum_k x[r, k] * w[m, k] + bias[m]) for r < rows: x has row stride ldx and unit column
   // stride, w is contiguous (M, K), bias is contiguous (M) or null, y is contiguous (rows, M). Accumulates and

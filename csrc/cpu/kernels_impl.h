@@ -103,9 +103,6 @@ using FixedForward = void (*)(const T*, const T*, const T*, int64_t, T*);
 template <typename T>
 using FixedBackward = void (*)(const T*, const T*, const T*, int64_t, T*, T*);
 
-constexpr int64_t kMaxFixedK = 8;
-constexpr int64_t kMaxFixedM = 4;
-
 template <typename T, int K>
 std::pair<FixedForward<T>, FixedBackward<T>> fixed_kernels_for_m(int64_t M) {
   switch (M) {
@@ -120,7 +117,7 @@ std::pair<FixedForward<T>, FixedBackward<T>> fixed_kernels_for_m(int64_t M) {
 // The fixed-shape kernels for (K, M), or nulls when the shape has none (K > 8, M > 4, or K == 0).
 template <typename T>
 std::pair<FixedForward<T>, FixedBackward<T>> fixed_kernels(int64_t K, int64_t M) {
-  static_assert(kMaxFixedK == 8 && kMaxFixedM == 4, "the switches below list every fixed shape");
+  static_assert(kMaxFixedInFeatures == 8 && kMaxFixedOutFeatures == 4, "the switches list every fixed shape");
   switch (K) {
     case 1: return fixed_kernels_for_m<T, 1>(M);
     case 2: return fixed_kernels_for_m<T, 2>(M);
@@ -233,11 +230,35 @@ void backward_rows_vectorized(const T* dz, const T* x, int64_t ldx, const T* w, 
   }
 }
 
+// dst[i] = src[i] in opmath: vector conversions for the half types, a copy otherwise.
+template <typename scalar_t, typename T>
+void widen(const scalar_t* src, int64_t n, T* dst) {
+  if constexpr (std::is_same_v<T, scalar_t>) {
+    std::copy(src, src + n, dst);
+  } else {
+    using bVec = Vectorized<scalar_t>;
+    constexpr int64_t F = Vectorized<float>::size();
+    int64_t i = 0;
+    for (; i + bVec::size() <= n; i += bVec::size()) {
+      auto [low, high] = at::vec::convert_to_float<scalar_t>(bVec::loadu(src + i));
+      low.store(dst + i);
+      high.store(dst + i + F);
+    }
+    for (; i < n; ++i) {
+      dst[i] = static_cast<T>(src[i]);
+    }
+  }
+}
+
 // Rows [0, rows) of x in opmath as a contiguous (rows, K) block.
 template <typename scalar_t, typename T>
 void widen_rows(const scalar_t* x, int64_t ldx, int64_t rows, int64_t K, T* block) {
+  if (ldx == K) {
+    widen(x, rows * K, block);
+    return;
+  }
   for (int64_t r = 0; r < rows; ++r) {
-    std::copy(x + r * ldx, x + r * ldx + K, block + r * K);
+    widen(x + r * ldx, K, block + r * K);
   }
 }
 
@@ -260,15 +281,15 @@ void linear_sigmoid_rows_typed(
   }
   const FixedForward<T> fixed = fixed_kernels<T>(K, M).first;
   // Half types, and strided rows for the fixed kernels, go through a contiguous opmath copy of each block.
-  const bool widen = !std::is_same_v<T, scalar_t> || (fixed != nullptr && ldx != K);
-  const int64_t block_rows = std::max<int64_t>(1, kBlockValues / std::max<int64_t>({M, widen ? K : 1, 1}));
+  const bool needs_opmath_copy = !std::is_same_v<T, scalar_t> || (fixed != nullptr && ldx != K);
+  const int64_t block_rows = std::max<int64_t>(1, kBlockValues / std::max<int64_t>({M, needs_opmath_copy ? K : 1, 1}));
   std::vector<T> z(block_rows * M);
-  std::vector<T> x_block(widen ? block_rows * K : 0);
+  std::vector<T> x_block(needs_opmath_copy ? block_rows * K : 0);
   for (int64_t r0 = 0; r0 < rows; r0 += block_rows) {
     const int64_t n = std::min(block_rows, rows - r0);
     const T* xb = nullptr;
     int64_t ldb = K;
-    if (widen) {
+    if (needs_opmath_copy) {
       widen_rows(x + r0 * ldx, ldx, n, K, x_block.data());
       xb = x_block.data();
     } else {
@@ -285,6 +306,11 @@ void linear_sigmoid_rows_typed(
   }
 }
 
+// The tile's loops over its rows and column vectors are unrolled before anything else sees them, so that its
+// arrays of accumulators become registers: left to the heuristics, GCC kept one instantiation's accumulators on
+// the stack and ran five times slower.
+#define FUSED_SIGMOID_UNROLL _Pragma("GCC unroll 16")
+
 // Rows of one register tile of the tiled kernel: with 32 vector registers (AVX-512) a 6 x 2 tile of accumulators,
 // its 6 x 2 block totals, the two weight vectors and the broadcast input all stay in registers (8 rows spilled
 // and reloaded the weights for every FMA); with 16 (AVX2 and narrower) 3 x 2 does.
@@ -293,6 +319,7 @@ constexpr int kTileRows = 6;
 #else
 constexpr int kTileRows = 3;
 #endif
+constexpr int kTileVectors = 2;
 constexpr int64_t kTileDepth = 32;
 
 // One register tile of the tiled kernel: R rows by NV vectors of output columns, over the full K. wt is the
@@ -304,48 +331,68 @@ inline void sigmoid_tile(const T* x, int64_t ldx, const T* wt, int64_t ldw, cons
                          int64_t ldy, int64_t cols) {
   using Vec = Vectorized<T>;
   constexpr int64_t V = Vec::size();
-  // Products are summed in blocks of kTileDepth along K, and the block sums added up in L1: one chain of K
-  // additions per output would lose more precision than BLAS does (about 3x eager's error at K = 257).
-  Vec total[R][NV];
-  for (int r = 0; r < R; ++r) {
-    for (int j = 0; j < NV; ++j) {
-      total[r][j] = Vec(T(0));
-    }
+  // Products are summed in blocks of kTileDepth along K, in registers, and the block sums added up in an L1
+  // buffer: one chain of K additions per output would lose more precision than BLAS does (about 3x eager's error
+  // at K = 257). The buffer is plain memory on purpose: a second array of vectors made GCC keep the
+  // accumulators themselves on the stack.
+  alignas(64) T block_sums[R * NV * V];
+  if (K == 0) {
+    std::fill(block_sums, block_sums + R * NV * V, T(0));
   }
   for (int64_t k0 = 0; k0 < K; k0 += kTileDepth) {
     const int64_t k1 = std::min(K, k0 + kTileDepth);
+    // The accumulators start as the first product rather than as zeros: GCC turns a loop of zero stores into a
+    // memset, and an array that a memset has touched is no longer kept in registers.
     Vec acc[R][NV];
-    for (int r = 0; r < R; ++r) {
+    {
+      Vec wk[NV];
+      FUSED_SIGMOID_UNROLL
       for (int j = 0; j < NV; ++j) {
-        acc[r][j] = Vec(T(0));
+        wk[j] = Vec::loadu(wt + k0 * ldw + j * V);
+      }
+      FUSED_SIGMOID_UNROLL
+      for (int r = 0; r < R; ++r) {
+        const Vec xb(x[r * ldx + k0]);
+        FUSED_SIGMOID_UNROLL
+        for (int j = 0; j < NV; ++j) {
+          acc[r][j] = xb * wk[j];
+        }
       }
     }
-    for (int64_t k = k0; k < k1; ++k) {
+    for (int64_t k = k0 + 1; k < k1; ++k) {
       Vec wk[NV];
+      FUSED_SIGMOID_UNROLL
       for (int j = 0; j < NV; ++j) {
         wk[j] = Vec::loadu(wt + k * ldw + j * V);
       }
+      FUSED_SIGMOID_UNROLL
       for (int r = 0; r < R; ++r) {
         const Vec xb(x[r * ldx + k]);
+        FUSED_SIGMOID_UNROLL
         for (int j = 0; j < NV; ++j) {
           acc[r][j] = at::vec::fmadd(xb, wk[j], acc[r][j]);
         }
       }
     }
+    FUSED_SIGMOID_UNROLL
     for (int r = 0; r < R; ++r) {
+      FUSED_SIGMOID_UNROLL
       for (int j = 0; j < NV; ++j) {
-        total[r][j] = total[r][j] + acc[r][j];
+        T* sums = block_sums + (r * NV + j) * V;
+        (k0 == 0 ? acc[r][j] : Vec::loadu(sums) + acc[r][j]).store(sums);
       }
     }
   }
+  FUSED_SIGMOID_UNROLL
   for (int j = 0; j < NV; ++j) {
     const int64_t count = std::min<int64_t>(V, cols - j * V);
     if (count <= 0) {
       break;
     }
     const Vec b = Vec::loadu(bias + j * V);
+    FUSED_SIGMOID_UNROLL
     for (int r = 0; r < R; ++r) {
-      Sigmoid<T>()(total[r][j] + b).store(y + r * ldy + j * V, count);
+      Sigmoid<T>()(Vec::loadu(block_sums + (r * NV + j) * V) + b).store(y + r * ldy + j * V, count);
     }
   }
 }
@@ -372,7 +419,8 @@ template <typename T>
 void linear_sigmoid_tiled_rows_typed(const T* x, int64_t ldx, const T* weight, const T* bias, int64_t rows,
                                      int64_t K, int64_t M, T* y) {
   constexpr int64_t V = Vectorized<T>::size();
-  const int64_t ldw = (M + 2 * V - 1) / (2 * V) * (2 * V);
+  constexpr int64_t tile_cols = kTileVectors * V;
+  const int64_t ldw = (M + tile_cols - 1) / tile_cols * tile_cols;
   std::vector<T> wt(K * ldw, T(0));
   for (int64_t m = 0; m < M; ++m) {
     for (int64_t k = 0; k < K; ++k) {
@@ -383,11 +431,7 @@ void linear_sigmoid_tiled_rows_typed(const T* x, int64_t ldx, const T* weight, c
   if (bias != nullptr) {
     std::copy(bias, bias + M, b.begin());
   }
-  if (M <= V) {
-    sigmoid_tiles<1>(x, ldx, wt.data(), ldw, b.data(), rows, K, M, y);
-  } else {
-    sigmoid_tiles<2>(x, ldx, wt.data(), ldw, b.data(), rows, K, M, y);
-  }
+  sigmoid_tiles<kTileVectors>(x, ldx, wt.data(), ldw, b.data(), rows, K, M, y);
 }
 
 void linear_sigmoid_tiled_rows(
@@ -546,14 +590,14 @@ void linear_sigmoid_backward_rows_typed(
   using T = at::opmath_type<scalar_t>;
   const std::vector<T> w(weight, weight + M * K);
   const FixedBackward<T> fixed = fixed_kernels<T>(K, M).second;
-  const bool widen = !std::is_same_v<T, scalar_t> || (fixed != nullptr && ldx != K);
+  const bool needs_opmath_copy = !std::is_same_v<T, scalar_t> || (fixed != nullptr && ldx != K);
   // The weight-gradient loop sweeps the block's rows of x once per (output, vector of K): they must stay in L2.
   const int64_t block_rows = std::max<int64_t>(
-      1, std::min(kBlockValues / std::max<int64_t>({M, widen ? K : 1, 1}), kBlockBytes / std::max<int64_t>(
+      1, std::min(kBlockValues / std::max<int64_t>({M, needs_opmath_copy ? K : 1, 1}), kBlockBytes / std::max<int64_t>(
                                                                                  1, K * int64_t(sizeof(T)))));
   std::vector<T> dz(block_rows * M);
-  std::vector<T> x_block(widen && weight_sums != nullptr ? block_rows * K : 0);
-  std::vector<T> dx_block(widen && dx != nullptr ? block_rows * K : 0);
+  std::vector<T> x_block(needs_opmath_copy && weight_sums != nullptr ? block_rows * K : 0);
+  std::vector<T> dx_block(needs_opmath_copy && dx != nullptr ? block_rows * K : 0);
   for (int64_t r0 = 0; r0 < rows; r0 += block_rows) {
     const int64_t n = std::min(block_rows, rows - r0);
     sigmoid_grad<scalar_t>(dy + r0 * M, y + r0 * M, n * M, dz.data(), nullptr);
@@ -563,7 +607,7 @@ void linear_sigmoid_backward_rows_typed(
     const T* xb = nullptr;
     int64_t ldb = K;
     T* dxb = nullptr;
-    if (widen) {
+    if (needs_opmath_copy) {
       if (weight_sums != nullptr) {
         widen_rows(x + r0 * ldx, ldx, n, K, x_block.data());
         xb = x_block.data();
@@ -580,8 +624,8 @@ void linear_sigmoid_backward_rows_typed(
     } else {
       backward_rows_vectorized(dz.data(), xb, ldb, w.data(), n, K, M, dxb, weight_sums);
     }
-    if (widen && dx != nullptr) {
-      std::copy(dx_block.data(), dx_block.data() + n * K, dx + r0 * K);
+    if (needs_opmath_copy && dx != nullptr) {
+      at::vec::convert(dx_block.data(), dx + r0 * K, n * K);
     }
   }
 }

@@ -19,21 +19,30 @@ namespace {
 
 // The choice of kernel, by shape (measured on a 2-core AVX-512 machine; see README, "How the fused kernel works"):
 // - direct: few outputs per row. Each row is read once and its handful of dot products formed in place; a
-//   GEMM would pad or transpose for nothing, and BLAS runs such skinny products far below memory speed.
-// - tiled: float and double with more outputs, while the transposed weight fits in half of a core's L2 (it is
-//   re-read for every tile of rows): a register-tiled GEMM that applies bias and sigmoid to its accumulators.
+//   GEMM would pad or transpose for nothing, and BLAS runs such skinny products far below memory speed. The
+//   half types take it only for the shapes with specialised loops: otherwise widening every row to float costs
+//   more than BLAS's native bfloat16/float16 kernels do.
+// - tiled: float and double with at least 32 outputs (two AVX-512 vectors: fewer would pad its register tiles, and
+//   that instantiation also lost its registers to GCC), while the transposed weight fits in half of a core's
+//   L2 (it is re-read for every tile of rows): a register-tiled GEMM that applies bias and sigmoid to its
+//   accumulators.
 // - GEMM: everything else (large weights, and the half types, whose BLAS kernels use native bfloat16/float16
 //   instructions): BLAS on blocks of rows, each block's sigmoid applied while the block is in L2.
 constexpr int64_t kMaxDirectOutFeatures = 8;
+constexpr int64_t kMinTiledOutFeatures = 32;
 constexpr int64_t kTiledWeightBytes = 512 * 1024;
 
-bool use_direct_kernel(int64_t out_features) {
-  return out_features <= kMaxDirectOutFeatures;
+bool use_direct_kernel(int64_t in_features, int64_t out_features, at::ScalarType dtype) {
+  if (dtype == at::kFloat || dtype == at::kDouble) {
+    return out_features <= kMaxDirectOutFeatures;
+  }
+  return in_features <= kMaxFixedInFeatures && out_features <= kMaxFixedOutFeatures;
 }
 
 bool use_tiled_kernel(int64_t in_features, int64_t out_features, at::ScalarType dtype) {
   const bool single_or_double = dtype == at::kFloat || dtype == at::kDouble;
-  return single_or_double && in_features * out_features * c10::elementSize(dtype) <= kTiledWeightBytes;
+  return single_or_double && out_features >= kMinTiledOutFeatures &&
+      in_features * out_features * c10::elementSize(dtype) <= kTiledWeightBytes;
 }
 
 // Output block of the GEMM path: it must still be in the core's L2 when the sigmoid runs over it.
@@ -138,7 +147,7 @@ at::Tensor linear_sigmoid_cpu(
   const std::optional<at::Tensor> b = bias.has_value() ? std::optional(bias->contiguous()) : std::nullopt;
   const at::Tensor y = output.view({x.size(0), M});
   const KernelTable& kernels = kernels_for_this_cpu();
-  if (use_direct_kernel(M)) {
+  if (use_direct_kernel(K, M, x.scalar_type())) {
     forward_by_rows(kernels.linear_sigmoid_rows, x, w, b, y);
   } else if (use_tiled_kernel(K, M, x.scalar_type())) {
     forward_by_rows(kernels.linear_sigmoid_tiled_rows, x, w, b, y);
@@ -303,7 +312,7 @@ linear_sigmoid_backward_cpu(
     if (output_mask[2]) grad_bias = at::zeros({M}, weight.options());
     return {grad_input, grad_weight, grad_bias};
   }
-  if (use_direct_kernel(M)) {
+  if (use_direct_kernel(K, M, y.scalar_type())) {
     return backward_direct(dy, y, x, weight.contiguous(), input, output_mask);
   }
   const at::Tensor dz = sigmoid_grad_and_bias_grad(dy, y, output_mask[2] ? &grad_bias : nullptr);
