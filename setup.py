@@ -75,8 +75,8 @@ def extension():
     capabilities = capability_sources()
     cuda = cuda_sources()
     sources = (
-        ["csrc/linear_sigmoid.cpp", "csrc/checks.cpp", "csrc/autograd.cpp", "csrc/cpu/linear_sigmoid_cpu.cpp",
-         "csrc/cpu/kernel_dispatch.cpp"]
+        ["csrc/linear_sigmoid.cpp", "csrc/checks.cpp", "csrc/op_calls.cpp", "csrc/autograd.cpp", "csrc/autocast.cpp",
+         "csrc/cpu/linear_sigmoid_cpu.cpp", "csrc/cpu/kernel_dispatch.cpp"]
         + list(capabilities)
         + cuda
     )
@@ -95,7 +95,10 @@ def extension():
         py_limited_api=False,
     )
     if cuda:
-        kwargs["define_macros"].append(("FUSED_SIGMOID_WITH_CUDA", None))
+        # With no GPU to ask (a build machine, CI), build for Ampere and Hopper (sm_80, sm_90) plus PTX for newer
+        # cards, instead of torch's default of every architecture it knows. TORCH_CUDA_ARCH_LIST overrides this.
+        if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
+            os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0;9.0+PTX"
         kwargs["extra_compile_args"]["nvcc"] = ["-O3"]
         return cpp_extension.CUDAExtension(**kwargs)
     return cpp_extension.CppExtension(**kwargs)

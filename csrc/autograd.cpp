@@ -1,42 +1,20 @@
 // Autograd for torch.ops.fused_sigmoid.linear_sigmoid, in C++ so that a differentiable call costs no Python: the
 // tutorial's one-row layer must train as fast as eager's. fused_sigmoid.LinearSigmoidFunction is the same
 // backward as a Python autograd.Function; tests check both.
+#include "op_calls.h"
+
 #include <ATen/ATen.h>
-#include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/autograd.h>
 #include <torch/library.h>
 
 #include <array>
 #include <optional>
-#include <tuple>
 
 namespace fused_sigmoid {
 namespace {
 
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
-
-at::Tensor call_forward_op(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias) {
-  static const auto op = c10::Dispatcher::singleton()
-                             .findSchemaOrThrow("fused_sigmoid::linear_sigmoid", "")
-                             .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&)>();
-  return op.call(input, weight, bias);
-}
-
-using Gradients = std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>, std::optional<at::Tensor>>;
-
-Gradients call_backward_op(
-    const at::Tensor& grad_output,
-    const at::Tensor& output,
-    const at::Tensor& input,
-    const at::Tensor& weight,
-    std::array<bool, 3> output_mask) {
-  static const auto op =
-      c10::Dispatcher::singleton()
-          .findSchemaOrThrow("fused_sigmoid::linear_sigmoid_backward", "")
-          .typed<Gradients(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, std::array<bool, 3>)>();
-  return op.call(grad_output, output, input, weight, output_mask);
-}
 
 class LinearSigmoid : public torch::autograd::Function<LinearSigmoid> {
  public:
@@ -46,7 +24,7 @@ class LinearSigmoid : public torch::autograd::Function<LinearSigmoid> {
       const at::Tensor& weight,
       const std::optional<at::Tensor>& bias) {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
-    at::Tensor output = call_forward_op(input, weight, bias);
+    at::Tensor output = call_linear_sigmoid(input, weight, bias);
     // The output, not the pre-activation: dz = dy * y * (1 - y) needs nothing else. Saving it as an output also
     // makes an in-place change of it before backward an error, as in eager.
     ctx->save_for_backward({input, weight, output});
@@ -74,7 +52,7 @@ class LinearSigmoid : public torch::autograd::Function<LinearSigmoid> {
           needs[2] ? grad_z_rows.sum(0) : at::Tensor(),
       };
     }
-    auto [grad_input, grad_weight, grad_bias] = call_backward_op(grad_output, output, input, weight, needs);
+    auto [grad_input, grad_weight, grad_bias] = call_linear_sigmoid_backward(grad_output, output, input, weight, needs);
     return {
         grad_input.value_or(at::Tensor()),
         grad_weight.value_or(at::Tensor()),
