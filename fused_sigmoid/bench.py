@@ -1,7 +1,8 @@
 """Speed and memory of the fused op against eager PyTorch and torch.compile, with the machine's floors.
 
-Run as ``python -m fused_sigmoid bench`` or ``python benchmarks/bench_linear_sigmoid.py``. Prints a table, writes a
-CSV naming the machine under ``benchmarks/results/`` and, with matplotlib installed, a PNG of the speed-ups.
+Run as ``python -m fused_sigmoid bench`` or ``python benchmarks/bench_linear_sigmoid.py`` (``--device cuda`` on a
+GPU). Prints a table, writes a CSV naming the machine under ``benchmarks/results/`` and, with matplotlib
+installed, a PNG of the speed-ups.
 """
 
 import argparse
@@ -37,6 +38,16 @@ SHAPES: List[Tuple[int, int, int]] = [
 ]
 # The subset measured in bfloat16 and float64 as well.
 SUBSET = [(1, 3, 2), (1_000_000, 3, 2), (262_144, 30, 1), (65_536, 64, 64), (4_096, 1_024, 1_024)]
+# On a GPU: batches large enough that inputs and outputs do not fit in L2.
+GPU_SHAPES: List[Tuple[int, int, int]] = [
+    (8_388_608, 3, 2),
+    (4_194_304, 30, 1),
+    (65_536, 64, 64),
+    (65_536, 256, 256),
+    (4_096, 4_096, 4_096),
+    (16_384, 4_096, 1),
+]
+GPU_SUBSET = [(8_388_608, 3, 2), (65_536, 256, 256), (4_096, 4_096, 4_096)]
 MODES = ("forward", "backward", "full")
 
 
@@ -104,30 +115,84 @@ def bytes_and_flops(case: Case, mode: str) -> Tuple[int, int]:
     return bytes_moved[mode], flop_count[mode]
 
 
-def median_seconds(fn: Callable[[], object], threads: int, min_run_time: float) -> Tuple[float, float]:
+def median_seconds(fn: Callable[[], object], threads: int, min_run_time: float,
+                   device: str = "cpu") -> Tuple[float, float]:
+    """Median and interquartile range of one call's time, warm-up excluded."""
+    if device == "cuda":
+        return cuda_event_median(fn, min_run_time)
     measurement = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=threads).blocked_autorange(
         min_run_time=min_run_time)
     return measurement.median, measurement.iqr
 
 
-def copy_bandwidth(threads: int) -> float:
-    """Bytes per second of a large Tensor.copy_ (256 MiB read, 256 MiB written): the memory floor's yardstick.
-    Shapes whose data fit in the last-level cache can beat it."""
-    src = torch.empty(64 * 1024 * 1024)
+def cuda_event_median(fn: Callable[[], object], min_run_time: float) -> Tuple[float, float]:
+    """CUDA-event timing: batches of calls long enough (about a millisecond) that launch jitter does not count,
+    repeated until min_run_time has passed; returns the per-call median and interquartile range."""
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    batch, per_call = 1, []
+    while True:
+        start.record()
+        for _ in range(batch):
+            fn()
+        end.record()
+        end.synchronize()
+        seconds = start.elapsed_time(end) / 1e3
+        if seconds >= 1e-3 or batch >= 1024:
+            break
+        batch *= 2
+    elapsed = 0.0
+    while elapsed < min_run_time or len(per_call) < 5:
+        start.record()
+        for _ in range(batch):
+            fn()
+        end.record()
+        end.synchronize()
+        seconds = start.elapsed_time(end) / 1e3
+        per_call.append(seconds / batch)
+        elapsed += seconds
+    quartiles = statistics.quantiles(per_call, n=4)
+    return statistics.median(per_call), quartiles[2] - quartiles[0]
+
+
+def copy_bandwidth(threads: int, device: str = "cpu") -> float:
+    """Bytes per second of a large Tensor.copy_ (read plus write; 256 MiB each on the CPU, 1 GiB on a GPU): the
+    memory floor's yardstick. Shapes whose data fit in the last-level cache can beat it."""
+    src = torch.empty((256 if device == "cuda" else 64) * 1024 * 1024, device=device)
     src.uniform_()
     dst = torch.empty_like(src)
     dst.copy_(src)
-    seconds, _ = median_seconds(lambda: dst.copy_(src), threads, 1.0)
+    seconds, _ = median_seconds(lambda: dst.copy_(src), threads, 1.0, device)
     return 2 * src.numel() * src.element_size() / seconds
 
 
-def matmul_rate(dtype: torch.dtype, threads: int) -> float:
-    """FLOP/s of a large torch.mm in dtype, the compute floor's yardstick."""
-    a = torch.randn(2048, 2048).to(dtype)
-    b = torch.randn(2048, 2048).to(dtype)
+def matmul_rate(dtype: torch.dtype, threads: int, device: str = "cpu") -> float:
+    """FLOP/s of a large torch.mm in dtype (2048^3 on the CPU, 8192^3 on a GPU): the compute floor's yardstick."""
+    size = 8192 if device == "cuda" else 2048
+    a = torch.randn(size, size, device=device).to(dtype)
+    b = torch.randn(size, size, device=device).to(dtype)
     torch.mm(a, b)
-    seconds, _ = median_seconds(lambda: torch.mm(a, b), threads, 1.0)
-    return 2 * 2048**3 / seconds
+    seconds, _ = median_seconds(lambda: torch.mm(a, b), threads, 1.0, device)
+    return 2 * size**3 / seconds
+
+
+def peak_memory_mib(fn: Callable[[], object], device: str) -> float:
+    """Peak tensor memory that one call allocates beyond what was live before it."""
+    if device == "cuda":
+        torch.cuda.synchronize()
+        before = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        fn()
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - before) / 2**20
+    if not memory_profiling_works():
+        return float("nan")
+    return peak_allocated_bytes(fn) / 2**20
+
+
+def machine_name(device: str) -> str:
+    if device == "cuda":
+        return f"{torch.cuda.get_device_name()} (CUDA {torch.version.cuda}), host {cpu_model()}"
+    return f"{cpu_model()}, {os.cpu_count()} cores"
 
 
 def cpu_model() -> str:
@@ -140,41 +205,41 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def run(shapes: Sequence[Tuple[int, int, int]], dtypes: Sequence[torch.dtype], thread_counts: Sequence[int],
-        modes: Sequence[str], max_autotune: bool, min_run_time: float, rounds: int,
-        output: Optional[Path]) -> List[dict]:
-    machine = f"{cpu_model()}, {os.cpu_count()} cores"
-    print(f"# {machine}; torch {torch.__version__}; fused_sigmoid kernels "
-          f"{torch.ops.fused_sigmoid.cpu_capability()}; median of {rounds} rounds, implementations in turn")
-    measure_memory = memory_profiling_works()
+def run(shapes: Sequence[Tuple[int, int, int]], subset: Sequence[Tuple[int, int, int]],
+        dtypes: Sequence[torch.dtype], thread_counts: Sequence[int], modes: Sequence[str], max_autotune: bool,
+        min_run_time: float, rounds: int, device: str, output: Optional[Path]) -> List[dict]:
+    machine = machine_name(device)
+    kernels = "CUDA" if device == "cuda" else torch.ops.fused_sigmoid.cpu_capability()
+    print(f"# {machine}; torch {torch.__version__}; fused_sigmoid kernels {kernels}; TF32 matmul "
+          f"{torch.backends.cuda.matmul.allow_tf32}; median of {rounds} rounds, implementations in turn")
     rows: List[dict] = []
     header = (f"{'threads':>7} {'dtype':>8} {'shape (N, K, M)':>24} {'mode':>8} {'impl':>20} {'median ms':>10} "
               f"{'x eager':>8} {'floor %':>8} {'peak MiB':>9}")
     for threads in thread_counts:
         torch.set_num_threads(threads)
-        bandwidth = copy_bandwidth(threads)
+        bandwidth = copy_bandwidth(threads, device)
         print(f"\n# {threads} thread(s): copy bandwidth {bandwidth / 1e9:.1f} GB/s")
-        rates = {dtype: matmul_rate(dtype, threads) for dtype in dtypes}
+        rates = {dtype: matmul_rate(dtype, threads, device) for dtype in dtypes}
         for dtype, rate in rates.items():
-            print(f"# {threads} thread(s): {dtype} 2048^3 matmul {rate / 1e9:.0f} GFLOP/s")
+            print(f"# {threads} thread(s): {dtype} large matmul {rate / 1e9:.0f} GFLOP/s")
         print(header)
         for dtype in dtypes:
             for shape in shapes:
-                if dtype != torch.float32 and shape not in SUBSET:
+                if dtype != torch.float32 and shape not in subset:
                     continue
-                case = setup(shape, dtype, "cpu")
+                case = setup(shape, dtype, device)
                 torch._dynamo.reset()
                 impls = implementations(max_autotune)
                 for mode in modes:
                     rows += measure_case(case, mode, impls, threads, bandwidth, rates[dtype], min_run_time,
-                                         rounds, measure_memory, machine)
+                                         rounds, device, machine)
     if output is not None:
         write_csv(rows, output)
     return rows
 
 
 def measure_case(case: Case, mode: str, impls: Dict[str, Callable], threads: int, bandwidth: float, rate: float,
-                 min_run_time: float, rounds: int, measure_memory: bool, machine: str) -> List[dict]:
+                 min_run_time: float, rounds: int, device: str, machine: str) -> List[dict]:
     """Every implementation on one case and mode: a table row each, as dicts."""
     moved, flops = bytes_and_flops(case, mode)
     floor = max(moved / bandwidth, flops / rate)
@@ -194,14 +259,14 @@ def measure_case(case: Case, mode: str, impls: Dict[str, Callable], threads: int
     iqrs: Dict[str, List[float]] = {name: [] for name in works}
     for _ in range(rounds):
         for name, work in works.items():
-            median, iqr = median_seconds(work, threads, min_run_time)
+            median, iqr = median_seconds(work, threads, min_run_time, device)
             medians[name].append(median)
             iqrs[name].append(iqr)
     eager_median = statistics.median(medians["eager"])
     rows = []
     for name, work in works.items():
         median = statistics.median(medians[name])
-        peak = peak_allocated_bytes(work) / 2**20 if measure_memory and case.shape[0] > 1 else float("nan")
+        peak = peak_memory_mib(work, device) if case.shape[0] > 1 else float("nan")
         row = dict(machine=machine, torch=torch.__version__, threads=threads,
                    dtype=str(case.x.dtype).replace("torch.", ""), N=case.shape[0], K=case.shape[1],
                    M=case.shape[2], mode=mode, impl=name, median_ms=median * 1e3,
@@ -268,20 +333,30 @@ def parse_shape(text: str) -> Tuple[int, int, int]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fused_sigmoid bench", description=__doc__)
-    parser.add_argument("--shapes", nargs="*", type=parse_shape, help="NxKxM, e.g. 1000000x3x2 (default: all)")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--shapes", nargs="*", type=parse_shape,
+                        help="NxKxM, e.g. 1000000x3x2 (default: the canonical shapes of the device)")
     parser.add_argument("--dtypes", nargs="*", default=["float32", "bfloat16", "float64"])
-    parser.add_argument("--threads", nargs="*", type=int, default=[1, os.cpu_count() or 1])
+    parser.add_argument("--threads", nargs="*", type=int, default=[1, os.cpu_count() or 1],
+                        help="CPU thread counts (on a GPU, the host's count is left alone)")
     parser.add_argument("--modes", nargs="*", default=list(MODES), choices=MODES)
     parser.add_argument("--max-autotune", action="store_true", help="also torch.compile(mode='max-autotune')")
+    parser.add_argument("--allow-tf32", action="store_true", help="let float32 matmuls use TF32 (GPU)")
     parser.add_argument("--min-run-time", type=float, default=0.2, help="seconds of timing per measurement")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of measurements, implementations in turn")
-    parser.add_argument("--output", type=Path, default=Path("benchmarks/results/cpu.csv"))
-    parser.add_argument("--plot", type=Path, default=Path("benchmarks/results/cpu_speedup.png"))
+    parser.add_argument("--output", type=Path, help="CSV (default: benchmarks/results/<device>.csv)")
+    parser.add_argument("--plot", type=Path, help="PNG (default: benchmarks/results/<device>_speedup.png)")
     args = parser.parse_args(argv)
+    output = args.output or Path(f"benchmarks/results/{args.device}.csv")
+    plot = args.plot or Path(f"benchmarks/results/{args.device}_speedup.png")
+    torch.backends.cuda.matmul.allow_tf32 = args.allow_tf32
+    if args.device == "cuda":
+        shapes, subset, threads = args.shapes or GPU_SHAPES, GPU_SUBSET, [torch.get_num_threads()]
+    else:
+        shapes, subset, threads = args.shapes or SHAPES, SUBSET, sorted(set(args.threads))
     started = time.time()
-    run(args.shapes or SHAPES, [getattr(torch, name) for name in args.dtypes], sorted(set(args.threads)),
-        args.modes, args.max_autotune, args.min_run_time, args.rounds, args.output)
-    if args.plot is not None:
-        plot_speedups(args.output, args.plot)
+    run(shapes, subset, [getattr(torch, name) for name in args.dtypes], threads, args.modes, args.max_autotune,
+        args.min_run_time, args.rounds, args.device, output)
+    plot_speedups(output, plot)
     print(f"# {time.time() - started:.0f} s")
     return 0
