@@ -75,8 +75,8 @@ def extension():
     capabilities = capability_sources()
     cuda = cuda_sources()
     sources = (
-        ["csrc/linear_sigmoid.cpp", "csrc/checks.cpp", "csrc/op_calls.cpp", "csrc/autograd.cpp", "csrc/autocast.cpp",
-         "csrc/cpu/linear_sigmoid_cpu.cpp", "csrc/cpu/kernel_dispatch.cpp"]
+        ["csrc/linear_sigmoid.cpp", "csrc/checks.cpp", "csrc/rows.cpp", "csrc/op_calls.cpp", "csrc/autograd.cpp",
+         "csrc/autocast.cpp", "csrc/cpu/linear_sigmoid_cpu.cpp", "csrc/cpu/kernel_dispatch.cpp"]
         + list(capabilities)
         + cuda
     )

@@ -1,11 +1,11 @@
 // CPU implementation of the fused_sigmoid ops: shapes, layouts, threading and the choice of kernel. The
 // arithmetic is in kernels_impl.h.
 #include "../checks.h"
+#include "../rows.h"
 #include "kernels.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
-#include <c10/util/accumulate.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -61,14 +61,6 @@ char* mutable_byte_ptr(const at::Tensor& t) {
   return static_cast<char*>(t.mutable_data_ptr());
 }
 
-// (N, K) view of input with unit column stride, copying only when the layout has no such view. N is the product
-// of the leading dims, spelled out because reshape cannot infer it when in_features is 0.
-at::Tensor rows_of(const at::Tensor& input, int64_t features) {
-  const int64_t N = c10::multiply_integers(input.sizes().begin(), input.sizes().end() - 1);
-  at::Tensor rows = input.reshape({N, features});
-  return rows.stride(1) == 1 ? rows : rows.contiguous();
-}
-
 // The direct and tiled kernels: threads take disjoint ranges of rows, each range one kernel call.
 void forward_by_rows(
     decltype(KernelTable::linear_sigmoid_rows) kernel,
@@ -106,7 +98,11 @@ void forward_gemm(
   const KernelTable& kernels = kernels_for_this_cpu();
   const int64_t N = x.size(0);
   const int64_t M = w.size(0);
-  const int64_t block_rows = std::max<int64_t>(64, kGemmBlockBytes / (M * y.element_size()));
+  // Blocks small enough to stay in L2 for the sigmoid, and at least four per thread, so that no thread waits on
+  // another's last block (with one block, BLAS would run multi-threaded but the sigmoid on one thread).
+  const int64_t per_thread_rows = (N + 4 * at::get_num_threads() - 1) / (4 * at::get_num_threads());
+  const int64_t block_rows =
+      std::max<int64_t>(64, std::min<int64_t>(kGemmBlockBytes / (M * y.element_size()), per_thread_rows));
   const int64_t num_blocks = (N + block_rows - 1) / block_rows;
   const at::Tensor w_t = w.t();
   // One block runs inline with BLAS using every thread; several blocks are spread over the threads, each
@@ -298,23 +294,21 @@ linear_sigmoid_backward_cpu(
   at::AutoDispatchBelowADInplaceOrView below_autograd;
   const int64_t K = weight.size(1);
   const int64_t M = weight.size(0);
-  const at::Tensor dy = grad_output.reshape({-1, M}).contiguous();
-  const at::Tensor y = output.reshape({-1, M}).contiguous();
-  const at::Tensor x = rows_of(input, K);
+  const BackwardRows rows = backward_rows(grad_output, output, input, weight);
+  const at::Tensor& dy = rows.dy;
+  const at::Tensor& y = rows.y;
+  const at::Tensor& x = rows.x;
   const int64_t N = x.size(0);
-
-  std::optional<at::Tensor> grad_input;
-  std::optional<at::Tensor> grad_weight;
-  std::optional<at::Tensor> grad_bias;
   if (N == 0 || M == 0) {
-    if (output_mask[0]) grad_input = at::zeros_like(input, at::MemoryFormat::Contiguous);
-    if (output_mask[1]) grad_weight = at::zeros_like(weight, at::MemoryFormat::Contiguous);
-    if (output_mask[2]) grad_bias = at::zeros({M}, weight.options());
-    return {grad_input, grad_weight, grad_bias};
+    return zero_gradients(input, weight, output_mask);
   }
+
   if (use_direct_kernel(K, M, y.scalar_type())) {
     return backward_direct(dy, y, x, weight.contiguous(), input, output_mask);
   }
+  std::optional<at::Tensor> grad_input;
+  std::optional<at::Tensor> grad_weight;
+  std::optional<at::Tensor> grad_bias;
   const at::Tensor dz = sigmoid_grad_and_bias_grad(dy, y, output_mask[2] ? &grad_bias : nullptr);
   if (output_mask[0]) {
     grad_input = at::mm(dz, weight).view(input.sizes());

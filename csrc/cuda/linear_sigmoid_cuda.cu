@@ -8,6 +8,7 @@
 // summed in a fixed order, without atomics, so results repeat bit for bit); cuBLAS GEMMs give grad_input and
 // grad_weight. Everything runs on the current stream of the input's device, with int64 indexing.
 #include "../checks.h"
+#include "../rows.h"
 
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -19,7 +20,6 @@
 #include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
-#include <c10/util/accumulate.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -166,12 +166,6 @@ int blocks_for(int64_t work) {
   return static_cast<int>(std::max<int64_t>(1, std::min(wanted, cap)));
 }
 
-at::Tensor rows_of(const at::Tensor& input, int64_t features) {
-  const int64_t N = c10::multiply_integers(input.sizes().begin(), input.sizes().end() - 1);
-  at::Tensor rows = input.reshape({N, features});
-  return rows.stride(1) == 1 ? rows : rows.contiguous();
-}
-
 at::Tensor linear_sigmoid_cuda(
     const at::Tensor& input,
     const at::Tensor& weight,
@@ -228,22 +222,19 @@ linear_sigmoid_backward_cuda(
     std::array<bool, 3> output_mask) {
   check_linear_sigmoid_backward_args(grad_output, output, input, weight);
   const c10::cuda::CUDAGuard device_guard(input.device());
-  const int64_t K = weight.size(1);
   const int64_t M = weight.size(0);
-  const at::Tensor dy = grad_output.reshape({-1, M}).contiguous();
-  const at::Tensor y = output.reshape({-1, M}).contiguous();
-  const at::Tensor x = rows_of(input, K);
+  const BackwardRows rows = backward_rows(grad_output, output, input, weight);
+  const at::Tensor& dy = rows.dy;
+  const at::Tensor& y = rows.y;
+  const at::Tensor& x = rows.x;
   const int64_t N = x.size(0);
+  if (N == 0 || M == 0) {
+    return zero_gradients(input, weight, output_mask);
+  }
 
   std::optional<at::Tensor> grad_input;
   std::optional<at::Tensor> grad_weight;
   std::optional<at::Tensor> grad_bias;
-  if (N == 0 || M == 0) {
-    if (output_mask[0]) grad_input = at::zeros(input.sizes(), input.options());
-    if (output_mask[1]) grad_weight = at::zeros(weight.sizes(), weight.options());
-    if (output_mask[2]) grad_bias = at::zeros({M}, weight.options());
-    return {grad_input, grad_weight, grad_bias};
-  }
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   at::Tensor dz = at::empty({N, M}, y.options());
   const int64_t num_chunks = (N + kChunkRows - 1) / kChunkRows;
