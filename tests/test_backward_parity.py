@@ -99,9 +99,10 @@ def test_non_contiguous_grad_output_and_input(device):
         torch.testing.assert_close(a, e)
 
 
-def test_modifying_the_output_in_place_before_backward_raises(device):
+@pytest.mark.parametrize("entry", [linear_sigmoid, LinearSigmoidFunction.apply], ids=["op", "Function"])
+def test_modifying_the_output_in_place_before_backward_raises(entry, device):
     x, w, b = leaves((4,), 3, 2, torch.float32, device)
-    out = linear_sigmoid(x, w, b)
+    out = entry(x, w, b)
     out.mul_(2)
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         out.sum().backward()
