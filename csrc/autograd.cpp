@@ -2,6 +2,7 @@
 // tutorial's one-row layer must train as fast as eager's. fused_sigmoid.LinearSigmoidFunction is the same
 // backward as a Python autograd.Function; tests check both.
 #include "op_calls.h"
+#include "rows.h"
 
 #include <ATen/ATen.h>
 #include <torch/autograd.h>
@@ -45,10 +46,12 @@ class LinearSigmoid : public torch::autograd::Function<LinearSigmoid> {
     if (at::GradMode::is_enabled()) {
       // create_graph=True: differentiable ops, through which double backward reaches the fused op again.
       const at::Tensor grad_z = grad_output * (1 - output) * output;
-      const at::Tensor grad_z_rows = grad_z.reshape({-1, weight.size(0)});
+      // The row count comes from rows_of: reshape(-1, ...) cannot infer it when a feature count is 0.
+      const at::Tensor x_rows = rows_of(input, weight.size(1));
+      const at::Tensor grad_z_rows = grad_z.reshape({x_rows.size(0), weight.size(0)});
       return {
           needs[0] ? at::matmul(grad_z, weight) : at::Tensor(),
-          needs[1] ? grad_z_rows.t().mm(input.reshape({-1, weight.size(1)})) : at::Tensor(),
+          needs[1] ? grad_z_rows.t().mm(x_rows) : at::Tensor(),
           needs[2] ? grad_z_rows.sum(0) : at::Tensor(),
       };
     }

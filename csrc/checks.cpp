@@ -1,5 +1,7 @@
 #include "checks.h"
 
+#include "rows.h"
+
 #include <c10/core/ScalarType.h>
 #include <c10/util/Exception.h>
 
@@ -80,8 +82,7 @@ void check_linear_sigmoid_backward_args(
   check_like_input(op, "output", output, input);
   check_like_input(op, "grad_output", grad_output, input);
   check_weight_and_features(op, input, weight);
-  std::vector<int64_t> expected(input.sizes().begin(), input.sizes().end());
-  expected.back() = weight.size(0);
+  const std::vector<int64_t> expected = output_sizes(input, weight.size(0));
   TORCH_CHECK(
       output.sizes() == at::IntArrayRef(expected),
       op, ": expected output of shape ", at::IntArrayRef(expected), " (input's leading dims, out_features), but got ",

@@ -5,6 +5,12 @@
 
 namespace fused_sigmoid {
 
+std::vector<int64_t> output_sizes(const at::Tensor& input, int64_t out_features) {
+  std::vector<int64_t> sizes(input.sizes().begin(), input.sizes().end());
+  sizes.back() = out_features;
+  return sizes;
+}
+
 at::Tensor rows_of(const at::Tensor& input, int64_t features) {
   // N spelled out: reshape cannot infer it when in_features is 0.
   const int64_t N = c10::multiply_integers(input.sizes().begin(), input.sizes().end() - 1);

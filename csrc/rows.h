@@ -6,8 +6,12 @@
 #include <ATen/core/Tensor.h>
 
 #include <array>
+#include <vector>
 
 namespace fused_sigmoid {
+
+// The output's shape: input's leading dims, then out_features.
+std::vector<int64_t> output_sizes(const at::Tensor& input, int64_t out_features);
 
 // (N, K) view of input with unit column stride, copying only when the layout has no such view.
 at::Tensor rows_of(const at::Tensor& input, int64_t features);

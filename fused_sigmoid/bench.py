@@ -233,8 +233,11 @@ def run(shapes: Sequence[Tuple[int, int, int]], subset: Sequence[Tuple[int, int,
                 for mode in modes:
                     rows += measure_case(case, mode, impls, threads, bandwidth, rates[dtype], min_run_time,
                                          rounds, device, machine)
-    if output is not None:
-        write_csv(rows, output)
+                # Written after every case, so a run stopped by a time limit keeps what it measured.
+                if output is not None and rows:
+                    write_csv(rows, output)
+    if output is not None and rows:
+        print(f"\n# wrote {output}")
     return rows
 
 
@@ -285,7 +288,6 @@ def write_csv(rows: List[dict], path: Path) -> None:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    print(f"\n# wrote {path}")
 
 
 def plot_speedups(csv_path: Path, png_path: Path) -> bool:
@@ -300,6 +302,9 @@ def plot_speedups(csv_path: Path, png_path: Path) -> bool:
         return False
     with csv_path.open() as handle:
         rows = [r for r in csv.DictReader(handle) if r["dtype"] == "float32" and r["mode"] in ("forward", "full")]
+    if not rows:
+        print("# no float32 forward or full rows: no plot")
+        return False
     panels = sorted({(int(r["threads"]), r["mode"]) for r in rows})
     impls = [i for i in ("fused", "compile", "fused+compile", "compile-max-autotune") if any(r["impl"] == i for r in rows)]
     figure, axes = plt.subplots(len(panels), 1, figsize=(11, 3.2 * len(panels)), squeeze=False)
@@ -351,12 +356,16 @@ def main(argv=None) -> int:
     plot = args.plot or Path(f"benchmarks/results/{args.device}_speedup.png")
     torch.backends.cuda.matmul.allow_tf32 = args.allow_tf32
     if args.device == "cuda":
-        shapes, subset, threads = args.shapes or GPU_SHAPES, GPU_SUBSET, [torch.get_num_threads()]
+        shapes, subset, threads = GPU_SHAPES, GPU_SUBSET, [torch.get_num_threads()]
     else:
-        shapes, subset, threads = args.shapes or SHAPES, SUBSET, sorted(set(args.threads))
+        shapes, subset, threads = SHAPES, SUBSET, sorted(set(args.threads))
+    if args.shapes:
+        # Shapes asked for by name are measured in every dtype asked for.
+        shapes = subset = args.shapes
     started = time.time()
-    run(shapes, subset, [getattr(torch, name) for name in args.dtypes], threads, args.modes, args.max_autotune,
-        args.min_run_time, args.rounds, args.device, output)
-    plot_speedups(output, plot)
+    rows = run(shapes, subset, [getattr(torch, name) for name in args.dtypes], threads, args.modes,
+               args.max_autotune, args.min_run_time, args.rounds, args.device, output)
+    if rows:
+        plot_speedups(output, plot)
     print(f"# {time.time() - started:.0f} s")
     return 0

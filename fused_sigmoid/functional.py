@@ -21,9 +21,11 @@ def _differentiable_backward(
     carries our forward's graph, so second derivatives flow through the fused op again."""
     grad_z = grad_output * (1 - output) * output
     out_features, in_features = weight.shape
-    grad_z_rows = grad_z.reshape(-1, out_features)
+    # The row count spelled out: reshape(-1, ...) cannot infer it when a feature count is 0.
+    rows = input.shape[:-1].numel()
+    grad_z_rows = grad_z.reshape(rows, out_features)
     grad_input = grad_z @ weight if needs[0] else None
-    grad_weight = grad_z_rows.t() @ input.reshape(-1, in_features) if needs[1] else None
+    grad_weight = grad_z_rows.t() @ input.reshape(rows, in_features) if needs[1] else None
     grad_bias = grad_z_rows.sum(0) if needs[2] else None
     return grad_input, grad_weight, grad_bias
 
@@ -77,7 +79,7 @@ def linear_sigmoid(
     Example::
 
         >>> linear_sigmoid(torch.tensor([[0.5, -0.2, 3.0]]), torch.ones(2, 3), torch.zeros(2))
-        tensor([[0.9089, 0.9089]])
+        tensor([[0.9644, 0.9644]])
     """
     for name, value in (("input", input), ("weight", weight)):
         if not isinstance(value, torch.Tensor):

@@ -131,3 +131,14 @@ def test_row_strided_input_across_chunks(rows, features, device):
     eager = torch.autograd.grad(reference_linear_sigmoid(x, w, b), (wide, w, b), grad_output)
     for a, e in zip(ours, eager):
         torch.testing.assert_close(a, e)
+
+
+@pytest.mark.parametrize("entry", [linear_sigmoid, LinearSigmoidFunction.apply], ids=["op", "Function"])
+@pytest.mark.parametrize("features", [(0, 3), (4, 0)])
+def test_double_backward_with_zero_features(features, entry, device):
+    # create_graph=True takes the differentiable backward, whose reshapes must not infer a dimension from 0.
+    x, w, b = leaves((5,), *features, torch.float64, device)
+    ours = torch.autograd.grad(entry(x, w, b).sum(), (x, w, b), create_graph=True)
+    eager = torch.autograd.grad(reference_linear_sigmoid(x, w, b).sum(), (x, w, b), create_graph=True)
+    for a, e in zip(ours, eager):
+        torch.testing.assert_close(a, e)

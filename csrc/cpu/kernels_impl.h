@@ -538,15 +538,13 @@ void add_column_sums(const scalar_t* dz, int64_t rows, int64_t M, T* column_sums
   }
 }
 
-// dz = dy * (1 - y) * y in opmath into dz_opmath and, when dz_rounded is not null, rounded to scalar_t there.
+// dz = dy * (1 - y) * y in opmath into dz_opmath and, for the half types when dz_rounded is not null, rounded to
+// scalar_t there too. (When scalar_t is its own opmath type there is nothing to round.)
 template <typename scalar_t>
 void sigmoid_grad(const scalar_t* dy, const scalar_t* y, int64_t n, at::opmath_type<scalar_t>* dz_opmath,
                   scalar_t* dz_rounded) {
   if constexpr (std::is_same_v<at::opmath_type<scalar_t>, scalar_t>) {
     at::vec::map2(SigmoidGrad<scalar_t>(), dz_opmath, dy, y, n);
-    if (dz_rounded != nullptr && dz_rounded != dz_opmath) {
-      std::copy(dz_opmath, dz_opmath + n, dz_rounded);
-    }
   } else {
     using bVec = Vectorized<scalar_t>;
     using fVec = Vectorized<float>;
@@ -578,7 +576,7 @@ void sigmoid_backward_rows_typed(
   using T = at::opmath_type<scalar_t>;
   const int64_t n = rows * M;
   if constexpr (std::is_same_v<T, scalar_t>) {
-    sigmoid_grad(dy, y, n, dz, dz);
+    sigmoid_grad<scalar_t>(dy, y, n, dz, nullptr);
     if (column_sums != nullptr) {
       add_column_sums(dz, rows, M, column_sums);
     }

@@ -47,6 +47,8 @@ bool use_tiled_kernel(int64_t in_features, int64_t out_features, at::ScalarType 
 
 // Output block of the GEMM path: it must still be in the core's L2 when the sigmoid runs over it.
 constexpr int64_t kGemmBlockBytes = 512 * 1024;
+// Below this many multiply-adds a GEMM is not cut up for the threads.
+constexpr int64_t kMinSplitGemmMultiplyAdds = 1 << 22;
 
 // Rows per block of the backward pass. It is fixed by the shape alone, never by the thread count, so the bias
 // gradient is summed in the same order however many threads run.
@@ -98,29 +100,49 @@ void forward_gemm(
   const KernelTable& kernels = kernels_for_this_cpu();
   const int64_t N = x.size(0);
   const int64_t M = w.size(0);
-  // Blocks small enough to stay in L2 for the sigmoid, and at least four per thread, so that no thread waits on
-  // another's last block (with one block, BLAS would run multi-threaded but the sigmoid on one thread).
-  const int64_t per_thread_rows = (N + 4 * at::get_num_threads() - 1) / (4 * at::get_num_threads());
-  const int64_t block_rows =
-      std::max<int64_t>(64, std::min<int64_t>(kGemmBlockBytes / (M * y.element_size()), per_thread_rows));
+  // Blocks small enough to stay in L2 for the sigmoid and, for products worth splitting, at least four per
+  // thread, so that no thread waits on another's last block (with one block, BLAS would run multi-threaded but
+  // the sigmoid on one thread). Small products stay one call: each BLAS call has a fixed cost.
+  // The half types go to oneDNN in one call instead: its bfloat16/float16 kernels lost more, run per block on
+  // one thread each, than the in-cache sigmoid saved (0.9x eager at 5000x300->300 bfloat16).
+  const int64_t K = w.size(1);
+  const bool half_type = y.scalar_type() == at::kBFloat16 || y.scalar_type() == at::kHalf;
+  const int64_t split = N * K * M >= kMinSplitGemmMultiplyAdds ? 4 * at::get_num_threads() : 1;
+  const int64_t block_rows = half_type ? N
+                                       : std::max<int64_t>(64, std::min<int64_t>(
+                                                                   kGemmBlockBytes / (M * y.element_size()),
+                                                                   (N + split - 1) / split));
   const int64_t num_blocks = (N + block_rows - 1) / block_rows;
   const at::Tensor w_t = w.t();
-  // One block runs inline with BLAS using every thread; several blocks are spread over the threads, each
-  // block's GEMM then running on one.
+  const auto gemm_rows = [&](int64_t r0, int64_t rows) {
+    at::Tensor y_block = y.narrow(0, r0, rows);
+    const at::Tensor x_block = x.narrow(0, r0, rows);
+    if (bias.has_value()) {
+      at::addmm_out(y_block, *bias, x_block, w_t);
+    } else {
+      at::mm_out(y_block, x_block, w_t);
+    }
+  };
+  const int64_t element_size = y.element_size();
+  if (num_blocks == 1) {
+    // One BLAS call on every thread, then the sigmoid split among the threads. The GEMMs are plain kernels of
+    // ours, never recorded by autograd.
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    gemm_rows(0, N);
+    at::parallel_for(0, N * M, at::internal::GRAIN_SIZE, [&](int64_t begin, int64_t end) {
+      kernels.sigmoid_inplace(y.scalar_type(), mutable_byte_ptr(y) + begin * element_size, end - begin);
+    });
+    return;
+  }
+  // Blocks spread over the threads, each block's GEMM on one thread and its sigmoid right after, in cache.
   at::parallel_for(0, num_blocks, 1, [&](int64_t first, int64_t last) {
-    // The guard is per thread: the GEMMs below are plain kernels of ours, never recorded by autograd.
+    // Dispatch guards are per thread, so each worker sets its own.
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     for (int64_t block = first; block < last; ++block) {
       const int64_t r0 = block * block_rows;
       const int64_t rows = std::min(block_rows, N - r0);
-      at::Tensor y_block = y.narrow(0, r0, rows);
-      const at::Tensor x_block = x.narrow(0, r0, rows);
-      if (bias.has_value()) {
-        at::addmm_out(y_block, *bias, x_block, w_t);
-      } else {
-        at::mm_out(y_block, x_block, w_t);
-      }
-      kernels.sigmoid_inplace(y.scalar_type(), y_block.mutable_data_ptr(), rows * M);
+      gemm_rows(r0, rows);
+      kernels.sigmoid_inplace(y.scalar_type(), mutable_byte_ptr(y) + r0 * M * element_size, rows * M);
     }
   });
 }
@@ -132,9 +154,7 @@ at::Tensor linear_sigmoid_cpu(
   check_linear_sigmoid_args(input, weight, bias);
   const int64_t K = weight.size(1);
   const int64_t M = weight.size(0);
-  std::vector<int64_t> output_sizes(input.sizes().begin(), input.sizes().end());
-  output_sizes.back() = M;
-  at::Tensor output = at::empty(output_sizes, input.options());
+  at::Tensor output = at::empty(output_sizes(input, M), input.options());
   if (output.numel() == 0) {
     return output;
   }

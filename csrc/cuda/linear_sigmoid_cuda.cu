@@ -17,12 +17,12 @@
 #include <ATen/ops/addmm.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/mm.h>
-#include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
 #include <algorithm>
+#include <limits>
 #include <array>
 #include <optional>
 #include <tuple>
@@ -112,9 +112,11 @@ __global__ void sigmoid_grad_kernel(
     at::opmath_type<scalar_t>* __restrict__ partial_sums) {
   using opmath_t = at::opmath_type<scalar_t>;
   __shared__ opmath_t lane_sums[kRowLanes][kColumnsPerBlock];
-  // Chunks run along x, whose grid dimension reaches 2^31 - 1 (y stops at 65535).
-  const int64_t chunk = blockIdx.x;
-  const int64_t column = static_cast<int64_t>(blockIdx.y) * kColumnsPerBlock + threadIdx.x;
+  // One flat grid over (chunk, column block) pairs: x reaches 2^31 - 1 blocks, where y would stop at 65535 and
+  // limit either the rows or the outputs.
+  const int64_t column_blocks = (M + kColumnsPerBlock - 1) / kColumnsPerBlock;
+  const int64_t chunk = blockIdx.x / column_blocks;
+  const int64_t column = (blockIdx.x % column_blocks) * kColumnsPerBlock + threadIdx.x;
   const int64_t first_row = chunk * kChunkRows;
   const int64_t last_row = rows < first_row + kChunkRows ? rows : first_row + kChunkRows;
   opmath_t sum = opmath_t(0);
@@ -174,9 +176,7 @@ at::Tensor linear_sigmoid_cuda(
   const c10::cuda::CUDAGuard device_guard(input.device());
   const int64_t K = weight.size(1);
   const int64_t M = weight.size(0);
-  std::vector<int64_t> output_sizes(input.sizes().begin(), input.sizes().end());
-  output_sizes.back() = M;
-  at::Tensor output = at::empty(output_sizes, input.options());
+  at::Tensor output = at::empty(output_sizes(input, M), input.options());
   if (output.numel() == 0) {
     return output;
   }
@@ -246,9 +246,12 @@ linear_sigmoid_backward_cuda(
   }
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, y.scalar_type(), "linear_sigmoid_backward", [&] {
     using opmath_t = at::opmath_type<scalar_t>;
-    const dim3 grid(num_chunks, (M + kColumnsPerBlock - 1) / kColumnsPerBlock);
+    const int64_t column_blocks = (M + kColumnsPerBlock - 1) / kColumnsPerBlock;
+    TORCH_CHECK(
+        num_chunks * column_blocks <= std::numeric_limits<int32_t>::max(),
+        "linear_sigmoid_backward: ", N, " rows of ", M, " outputs exceed one CUDA launch");
     const dim3 block(kColumnsPerBlock, kRowLanes);
-    sigmoid_grad_kernel<scalar_t><<<grid, block, 0, stream>>>(
+    sigmoid_grad_kernel<scalar_t><<<static_cast<unsigned int>(num_chunks * column_blocks), block, 0, stream>>>(
         dy.const_data_ptr<scalar_t>(),
         y.const_data_ptr<scalar_t>(),
         N,
