@@ -25,7 +25,7 @@ def main(path: str) -> int:
         if mode == "backward":
             continue
         impls = table[key]
-        fused, eager = impls["fused"], impls["eager"]
+        fused = impls["fused"]
         compiled = impls.get("compile")
         fused_compiled = impls.get("fused+compile")
         versus_compile = (f"{float(compiled['median_ms']) / float(fused['median_ms']):.2f}x" if compiled else "n/a")

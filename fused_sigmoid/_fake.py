@@ -4,7 +4,8 @@ They repeat the C++ argument checks (csrc/checks.cpp) with the same messages, so
 eager one does.
 """
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 import torch
 

@@ -12,9 +12,10 @@ import os
 import platform
 import statistics
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Optional
 
 import torch
 import torch.utils.benchmark as benchmark
@@ -24,7 +25,7 @@ from fused_sigmoid.profiling import memory_profiling_works, peak_allocated_bytes
 from fused_sigmoid.reference import reference_linear_sigmoid
 
 # (batch N, in_features K, out_features M). The first seven are the canonical shapes; the last three are odd sizes.
-SHAPES: List[Tuple[int, int, int]] = [
+SHAPES: list[tuple[int, int, int]] = [
     (1, 3, 2),
     (1_000_000, 3, 2),
     (262_144, 30, 1),
@@ -39,7 +40,7 @@ SHAPES: List[Tuple[int, int, int]] = [
 # The subset measured in bfloat16 and float64 as well.
 SUBSET = [(1, 3, 2), (1_000_000, 3, 2), (262_144, 30, 1), (65_536, 64, 64), (4_096, 1_024, 1_024)]
 # On a GPU: batches large enough that inputs and outputs do not fit in L2.
-GPU_SHAPES: List[Tuple[int, int, int]] = [
+GPU_SHAPES: list[tuple[int, int, int]] = [
     (8_388_608, 3, 2),
     (4_194_304, 30, 1),
     (65_536, 64, 64),
@@ -59,10 +60,10 @@ class Case:
     w: torch.Tensor
     b: torch.Tensor
     grad_output: torch.Tensor
-    shape: Tuple[int, int, int]
+    shape: tuple[int, int, int]
 
 
-def setup(shape: Tuple[int, int, int], dtype: torch.dtype, device: str) -> Case:
+def setup(shape: tuple[int, int, int], dtype: torch.dtype, device: str) -> Case:
     """The one factory behind every mode: inputs that require grad, and an output gradient."""
     n, k, m = shape
     generator = torch.Generator().manual_seed(0)
@@ -73,7 +74,7 @@ def setup(shape: Tuple[int, int, int], dtype: torch.dtype, device: str) -> Case:
     return Case(x, w, b, grad_output, shape)
 
 
-def implementations(max_autotune: bool) -> Dict[str, Callable]:
+def implementations(max_autotune: bool) -> dict[str, Callable]:
     """Fresh compiled functions each call (after torch._dynamo.reset()), so no case inherits another's graphs.
     Eager comes first: every other row is reported as a speed-up over it."""
     impls = {
@@ -102,7 +103,7 @@ def workload(fn: Callable, case: Case, mode: str) -> Callable[[], object]:
     return lambda: torch.autograd.grad(fn(*inputs), inputs, case.grad_output)
 
 
-def bytes_and_flops(case: Case, mode: str) -> Tuple[int, int]:
+def bytes_and_flops(case: Case, mode: str) -> tuple[int, int]:
     """Bytes that must move and FLOPs that must run. Forward reads x, W, b and writes y; backward reads dy, y, x, W
     and writes dx, dW, db."""
     n, k, m = case.shape
@@ -116,7 +117,7 @@ def bytes_and_flops(case: Case, mode: str) -> Tuple[int, int]:
 
 
 def median_seconds(fn: Callable[[], object], threads: int, min_run_time: float,
-                   device: str = "cpu") -> Tuple[float, float]:
+                   device: str = "cpu") -> tuple[float, float]:
     """Median and interquartile range of one call's time, warm-up excluded."""
     if device == "cuda":
         return cuda_event_median(fn, min_run_time)
@@ -125,7 +126,7 @@ def median_seconds(fn: Callable[[], object], threads: int, min_run_time: float,
     return measurement.median, measurement.iqr
 
 
-def cuda_event_median(fn: Callable[[], object], min_run_time: float) -> Tuple[float, float]:
+def cuda_event_median(fn: Callable[[], object], min_run_time: float) -> tuple[float, float]:
     """CUDA-event timing: batches of calls long enough (about a millisecond) that launch jitter does not count,
     repeated until min_run_time has passed; returns the per-call median and interquartile range."""
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -205,14 +206,14 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def run(shapes: Sequence[Tuple[int, int, int]], subset: Sequence[Tuple[int, int, int]],
+def run(shapes: Sequence[tuple[int, int, int]], subset: Sequence[tuple[int, int, int]],
         dtypes: Sequence[torch.dtype], thread_counts: Sequence[int], modes: Sequence[str], max_autotune: bool,
-        min_run_time: float, rounds: int, device: str, output: Optional[Path]) -> List[dict]:
+        min_run_time: float, rounds: int, device: str, output: Optional[Path]) -> list[dict]:
     machine = machine_name(device)
     kernels = "CUDA" if device == "cuda" else torch.ops.fused_sigmoid.cpu_capability()
     print(f"# {machine}; torch {torch.__version__}; fused_sigmoid kernels {kernels}; TF32 matmul "
           f"{torch.backends.cuda.matmul.allow_tf32}; median of {rounds} rounds, implementations in turn")
-    rows: List[dict] = []
+    rows: list[dict] = []
     header = (f"{'threads':>7} {'dtype':>8} {'shape (N, K, M)':>24} {'mode':>8} {'impl':>20} {'median ms':>10} "
               f"{'x eager':>8} {'floor %':>8} {'peak MiB':>9}")
     for threads in thread_counts:
@@ -241,8 +242,8 @@ def run(shapes: Sequence[Tuple[int, int, int]], subset: Sequence[Tuple[int, int,
     return rows
 
 
-def measure_case(case: Case, mode: str, impls: Dict[str, Callable], threads: int, bandwidth: float, rate: float,
-                 min_run_time: float, rounds: int, device: str, machine: str) -> List[dict]:
+def measure_case(case: Case, mode: str, impls: dict[str, Callable], threads: int, bandwidth: float, rate: float,
+                 min_run_time: float, rounds: int, device: str, machine: str) -> list[dict]:
     """Every implementation on one case and mode: a table row each, as dicts."""
     moved, flops = bytes_and_flops(case, mode)
     floor = max(moved / bandwidth, flops / rate)
@@ -258,8 +259,8 @@ def measure_case(case: Case, mode: str, impls: Dict[str, Callable], threads: int
         works[name] = work
     # Rounds take the implementations in turn, so that a burst of load on a shared machine hits them alike; each
     # one's figure is the median of its per-round medians.
-    medians: Dict[str, List[float]] = {name: [] for name in works}
-    iqrs: Dict[str, List[float]] = {name: [] for name in works}
+    medians: dict[str, list[float]] = {name: [] for name in works}
+    iqrs: dict[str, list[float]] = {name: [] for name in works}
     for _ in range(rounds):
         for name, work in works.items():
             median, iqr = median_seconds(work, threads, min_run_time, device)
@@ -282,7 +283,7 @@ def measure_case(case: Case, mode: str, impls: Dict[str, Callable], threads: int
     return rows
 
 
-def write_csv(rows: List[dict], path: Path) -> None:
+def write_csv(rows: list[dict], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
@@ -306,7 +307,8 @@ def plot_speedups(csv_path: Path, png_path: Path) -> bool:
         print("# no float32 forward or full rows: no plot")
         return False
     panels = sorted({(int(r["threads"]), r["mode"]) for r in rows})
-    impls = [i for i in ("fused", "compile", "fused+compile", "compile-max-autotune") if any(r["impl"] == i for r in rows)]
+    measured = {r["impl"] for r in rows}
+    impls = [i for i in ("fused", "compile", "fused+compile", "compile-max-autotune") if i in measured]
     figure, axes = plt.subplots(len(panels), 1, figsize=(11, 3.2 * len(panels)), squeeze=False)
     for axis, (threads, mode) in zip(axes[:, 0], panels):
         selected = [r for r in rows if int(r["threads"]) == threads and r["mode"] == mode]
@@ -331,7 +333,7 @@ def plot_speedups(csv_path: Path, png_path: Path) -> bool:
     return True
 
 
-def parse_shape(text: str) -> Tuple[int, int, int]:
+def parse_shape(text: str) -> tuple[int, int, int]:
     n, k, m = (int(part) for part in text.replace("_", "").split("x"))
     return n, k, m
 

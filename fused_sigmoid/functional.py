@@ -1,6 +1,6 @@
 """The functional form and its autograd: ``linear_sigmoid`` and ``LinearSigmoidFunction``."""
 
-from typing import Any, Optional, Tuple
+from typing import Any, Optional
 
 import torch
 
@@ -15,8 +15,8 @@ def _differentiable_backward(
     output: torch.Tensor,
     input: torch.Tensor,
     weight: torch.Tensor,
-    needs: Tuple[bool, bool, bool],
-) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor], Optional[torch.Tensor]]:
+    needs: tuple[bool, bool, bool],
+) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor], Optional[torch.Tensor]]:
     """The backward in differentiable torch operations, for create_graph=True (double backward). ``output``
     carries our forward's graph, so second derivatives flow through the fused op again."""
     grad_z = grad_output * (1 - output) * output
@@ -50,7 +50,7 @@ class LinearSigmoidFunction(torch.autograd.Function):
         return _forward_op(input, weight, bias)
 
     @staticmethod
-    def setup_context(ctx: Any, inputs: Tuple[Any, ...], output: torch.Tensor) -> None:
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
         input, weight, _ = inputs
         ctx.save_for_backward(input, weight, output)
 

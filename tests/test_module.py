@@ -78,8 +78,7 @@ def test_trains_like_the_eager_pair():
     x, target = torch.randn(64, 5), torch.randint(0, 2, (64, 1)).float()
     optimisers = [torch.optim.SGD(m.parameters(), lr=0.5) for m in (linear, fused)]
     for _ in range(20):
-        for model, forward, optimiser in zip((linear, fused), (lambda v: torch.sigmoid(linear(v)), fused),
-                                             optimisers):
+        for forward, optimiser in zip((lambda v: torch.sigmoid(linear(v)), fused), optimisers):
             optimiser.zero_grad()
             nn.functional.binary_cross_entropy(forward(x), target).backward()
             optimiser.step()
