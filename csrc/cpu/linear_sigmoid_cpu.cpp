@@ -26,8 +26,9 @@ namespace {
 //   that instantiation also lost its registers to GCC), while the transposed weight fits in half of a core's
 //   L2 (it is re-read for every tile of rows): a register-tiled GEMM that applies bias and sigmoid to its
 //   accumulators.
-// - GEMM: everything else (large weights, and the half types, whose BLAS kernels use native bfloat16/float16
-//   instructions): BLAS on blocks of rows, each block's sigmoid applied while the block is in L2.
+// - GEMM: everything else (large weights, 8 < out_features < 32, and the half types, whose BLAS kernels use
+//   native bfloat16/float16 instructions): BLAS, then the sigmoid; forward_gemm says when it cuts the rows into
+//   blocks whose sigmoid runs while they are in L2 and when it makes one call.
 constexpr int64_t kMaxDirectOutFeatures = 8;
 constexpr int64_t kMinTiledOutFeatures = 32;
 constexpr int64_t kTiledWeightBytes = 512 * 1024;
