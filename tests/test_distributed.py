@@ -1,0 +1,76 @@
+"""FusedLinearSigmoid under DistributedDataParallel: two processes on the gloo backend over loopback train on halves
+of a batch, and their averaged gradients and updated parameters equal one eager process trained on the whole."""
+
+import socket
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+from fused_sigmoid import FusedLinearSigmoid, fuse
+
+WORLD_SIZE = 2
+STEPS = 3
+BATCH = 16
+
+
+def make_eager_model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 3), nn.Sigmoid()).double()
+
+
+def make_data():
+    generator = torch.Generator().manual_seed(1)
+    inputs = torch.randn(STEPS, BATCH, 5, dtype=torch.float64, generator=generator)
+    targets = torch.rand(STEPS, BATCH, 3, dtype=torch.float64, generator=generator)
+    return inputs, targets
+
+
+def train(model, inputs, targets):
+    """SGD steps on mean-reduced BCE; returns the first step's gradients (before any update)."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    first_gradients = None
+    for step_inputs, step_targets in zip(inputs, targets):
+        optimizer.zero_grad()
+        loss = nn.functional.binary_cross_entropy(model(step_inputs), step_targets)
+        loss.backward()
+        if first_gradients is None:
+            first_gradients = [p.grad.clone() for p in model.parameters()]
+        optimizer.step()
+    return first_gradients
+
+
+def ddp_worker(rank: int, port: int, results: str) -> None:
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD_SIZE)
+    try:
+        torch.set_num_threads(1)
+        model = fuse(make_eager_model())
+        assert isinstance(model[2], FusedLinearSigmoid)
+        ddp_model = nn.parallel.DistributedDataParallel(model)
+        inputs, targets = make_data()
+        shard = slice(rank * BATCH // WORLD_SIZE, (rank + 1) * BATCH // WORLD_SIZE)
+        gradients = train(ddp_model, inputs[:, shard], targets[:, shard])
+        if rank == 0:
+            torch.save({"gradients": gradients, "parameters": [p.detach() for p in model.parameters()]}, results)
+    finally:
+        dist.destroy_process_group()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_ddp_gradients_equal_single_process_on_whole_batch(tmp_path):
+    results = tmp_path / "rank0.pt"
+    mp.spawn(ddp_worker, args=(free_port(), str(results)), nprocs=WORLD_SIZE, join=True)
+    distributed = torch.load(results)
+
+    eager = make_eager_model()
+    inputs, targets = make_data()
+    expected_gradients = train(eager, inputs, targets)
+
+    torch.testing.assert_close(distributed["gradients"], expected_gradients)
+    torch.testing.assert_close(distributed["parameters"], [p.detach() for p in eager.parameters()])
