@@ -86,12 +86,20 @@ def extension():
     # OpenMP makes at::parallel_for use every core; without it the loops silently run on one thread. The
     # extension then shares torch's own libgomp, already loaded by libtorch_cpu.
     cxx = ["-O3", "-fopenmp"]
+    link = ["-fopenmp"]
+    # tests/sanitize.sh builds with FUSED_SIGMOID_SANITIZE=address,undefined: a debug build whose every sanitizer
+    # report is fatal, so the test run fails on it.
+    sanitizers = os.environ.get("FUSED_SIGMOID_SANITIZE")
+    if sanitizers:
+        cxx = ["-O1", "-g", "-fno-omit-frame-pointer", "-fopenmp"]
+        cxx += [f"-fsanitize={sanitizers}", "-fno-sanitize-recover=all"]
+        link += [f"-fsanitize={sanitizers}"]
     kwargs = dict(
         name="fused_sigmoid._C",
         sources=sources,
         define_macros=define_macros,
         extra_compile_args={"cxx": cxx},
-        extra_link_args=["-fopenmp"],
+        extra_link_args=link,
         py_limited_api=False,
     )
     if cuda:
