@@ -1,4 +1,5 @@
-"""Command line: ``python -m fused_sigmoid demo`` and ``python -m fused_sigmoid bench``."""
+"""Command line: ``python -m fused_sigmoid demo``, ``python -m fused_sigmoid bench`` and
+``python -m fused_sigmoid train``."""
 
 import argparse
 import sys
@@ -9,6 +10,8 @@ def main(argv=None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("demo", help="the tutorial's examples with our layer, beside eager PyTorch")
     commands.add_parser("bench", help="speed and memory against eager and torch.compile", add_help=False)
+    commands.add_parser("train", help="a breast-cancer classifier with our output layer, beside its eager twin",
+                        add_help=False)
     args, rest = parser.parse_known_args(argv)
     if args.command == "demo":
         if rest:
@@ -16,6 +19,10 @@ def main(argv=None) -> int:
         from fused_sigmoid import demo
 
         return demo.main()
+    if args.command == "train":
+        from fused_sigmoid import training
+
+        return training.main(rest)
     from fused_sigmoid import bench
 
     return bench.main(rest)
