@@ -13,5 +13,10 @@ except ImportError as error:
 
 
 def has_cuda_kernels() -> bool:
-    """Whether this build registered CUDA kernels (it does when built with a CUDA toolkit and CUDA torch)."""
+    """Whether this build registered CUDA kernels (it does when built with a CUDA toolkit and CUDA torch).
+
+    Example::
+
+        >>> device = "cuda" if torch.cuda.is_available() and has_cuda_kernels() else "cpu"
+    """
     return torch._C._dispatch_has_kernel_for_dispatch_key("fused_sigmoid::linear_sigmoid", "CUDA")

@@ -18,7 +18,8 @@ _SIGMOID_FUNCTIONS = {torch.sigmoid: "torch.sigmoid", torch.special.expit: "torc
 
 
 class Replacement(NamedTuple):
-    """One fusion ``fuse`` made: the qualified name of the ``nn.Linear`` and the sigmoid it absorbed."""
+    """One fusion ``fuse`` made: the qualified name of the ``nn.Linear`` and the sigmoid it absorbed, e.g.
+    ``Replacement(linear='head.fc', sigmoid='torch.sigmoid')``."""
 
     linear: str
     sigmoid: str

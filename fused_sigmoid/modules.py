@@ -61,7 +61,14 @@ class FusedLinearSigmoid(nn.Module):
 
     @classmethod
     def from_linear(cls, linear: nn.Linear) -> "FusedLinearSigmoid":
-        """A layer computing ``torch.sigmoid(linear(x))`` that shares ``linear``'s parameters (no copy)."""
+        """A layer computing ``torch.sigmoid(linear(x))`` that shares ``linear``'s parameters (no copy).
+
+        Example::
+
+            >>> linear = nn.Linear(3, 2)
+            >>> FusedLinearSigmoid.from_linear(linear).weight is linear.weight
+            True
+        """
         if not isinstance(linear, nn.Linear):
             raise TypeError(
                 f"FusedLinearSigmoid.from_linear: expected an nn.Linear, but got {type(linear).__name__}"
@@ -78,6 +85,14 @@ class SimpleNN(nn.Module):
 
     Its state_dict keys are the tutorial model's (``fc1.weight``, ``fc1.bias``), so weights saved from one load
     into the other.
+
+    Example::
+
+        >>> model = SimpleNN()
+        >>> model.load_state_dict(TutorialSimpleNN().state_dict())
+        <All keys matched successfully>
+        >>> model(torch.tensor([[0.5, -0.2, 3.0]])).shape
+        torch.Size([1, 2])
     """
 
     def __init__(self) -> None:
