@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from conftest import assert_close_to_reference
+from conftest import assert_close_to_reference, assert_within_twice_eager_error
 from fused_sigmoid import LinearSigmoidFunction, linear_sigmoid, reference_linear_sigmoid
 
 CASES = [((), 3, 2), ((5,), 3, 2), ((4, 6), 17, 1), ((2, 3, 4), 33, 5), ((70,), 65, 2), ((9,), 16, 33),
@@ -118,7 +118,7 @@ def test_bias_gradient_is_accurate_over_a_long_batch(device):
 
 
 @pytest.mark.parametrize("rows", [4095, 4097, 20000])
-@pytest.mark.parametrize("features", [(3, 2), (30, 1), (7, 8), (64, 3)])
+@pytest.mark.parametrize("features", [(3, 2), (30, 1), (7, 8), (64, 3), (37, 45), (64, 64)])
 def test_row_strided_input_across_chunks(rows, features, device):
     # Rows of a wider tensor: the kernels read them in place through the row stride.
     in_features, out_features = features
@@ -142,3 +142,20 @@ def test_double_backward_with_zero_features(features, entry, device):
     eager = torch.autograd.grad(reference_linear_sigmoid(x, w, b).sum(), (x, w, b), create_graph=True)
     for a, e in zip(ours, eager):
         torch.testing.assert_close(a, e)
+
+
+@pytest.mark.parametrize("shape", [(2000, 64, 64), (1500, 37, 45), (700, 257, 40), (3000, 30, 1), (600, 300, 700)])
+def test_float32_gradients_within_twice_eagers_error(shape, device):
+    # Every backward path sums over the rows in its own order (register tiles, chunk partials); each gradient is
+    # held to the float64 result within twice eager's own float32 error.
+    rows, in_features, out_features = shape
+    x, w, b = leaves((rows,), in_features, out_features, torch.float32, device)
+    with torch.no_grad():
+        w /= in_features**0.5
+    grad_output = torch.randn(rows, out_features).to(device)
+    _, ours = eager_gradients(linear_sigmoid, (x, w, b), grad_output)
+    _, eager = eager_gradients(reference_linear_sigmoid, (x, w, b), grad_output)
+    exact_inputs = [t.detach().double().requires_grad_() for t in (x, w, b)]
+    _, exact = eager_gradients(reference_linear_sigmoid, exact_inputs, grad_output.double())
+    for name, a, e, x64 in zip(("grad_input", "grad_weight", "grad_bias"), ours, eager, exact):
+        assert_within_twice_eager_error(a, e, x64, f"{name} {shape}")

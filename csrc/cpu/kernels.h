@@ -75,6 +75,22 @@ struct KernelTable {
       void* weight_sums,
       void* bias_sums);
 
+  // The same contract for the tiled kernel's shapes (float and double only), by register tiles: dz stays in a
+  // block buffer, and dx and this chunk's weight_sums come from it by small GEMMs in registers.
+  void (*linear_sigmoid_backward_tiled_rows)(
+      c10::ScalarType dtype,
+      const void* dy,
+      const void* y,
+      const void* x,
+      int64_t ldx,
+      const void* w,
+      int64_t rows,
+      int64_t K,
+      int64_t M,
+      void* dx,
+      void* weight_sums,
+      void* bias_sums);
+
   // Which instruction set this table was compiled for, e.g. "AVX512".
   const char* capability;
 };

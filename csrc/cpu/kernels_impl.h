@@ -340,13 +340,14 @@ constexpr int kTileRows = 3;
 constexpr int kTileVectors = 2;
 constexpr int64_t kTileDepth = 32;
 
-// One register tile of the tiled kernel: R rows by NV vectors of output columns, over the full K. wt is the
-// weight transposed to (K, ldw) with zero-padded columns, so every load is a full vector; bias is zero-padded the
-// same way. The bias and the sigmoid are applied to the accumulators in registers and each output is stored once;
-// cols (<= NV * V) says how many columns of this tile are real.
-template <int R, int NV, typename T>
-inline void sigmoid_tile(const T* x, int64_t ldx, const T* wt, int64_t ldw, const T* bias, int64_t K, T* y,
-                         int64_t ldy, int64_t cols) {
+// One register tile of C = A @ B: R rows by NV vectors of columns, over the full depth K. A(r, k) is
+// a[r * a_row + k * a_depth], so A may be a transposed view (the weight gradient's dz^T); B(k, c) is
+// b[k * ldb + c], and every row of B must hold NV whole vectors from b (zero-padded columns where the matrix is
+// narrower). Each finished vector of sums goes to epilogue(r, j, sums) for row r and column vector j, which applies
+// the bias and sigmoid, or stores, or adds, and is told nothing about padding: it checks its own column count.
+template <int R, int NV, typename T, typename Epilogue>
+inline void gemm_tile(const T* a, int64_t a_row, int64_t a_depth, const T* b, int64_t ldb, int64_t K,
+                      const Epilogue& epilogue) {
   using Vec = Vectorized<T>;
   constexpr int64_t V = Vec::size();
   // Products are summed in blocks of kTileDepth along K, in registers, and the block sums added up in an L1
@@ -363,32 +364,32 @@ inline void sigmoid_tile(const T* x, int64_t ldx, const T* wt, int64_t ldw, cons
     // memset, and an array that a memset has touched is no longer kept in registers.
     Vec acc[R][NV];
     {
-      Vec wk[NV];
+      Vec bk[NV];
       FUSED_SIGMOID_UNROLL
       for (int j = 0; j < NV; ++j) {
-        wk[j] = Vec::loadu(wt + k0 * ldw + j * V);
+        bk[j] = Vec::loadu(b + k0 * ldb + j * V);
       }
       FUSED_SIGMOID_UNROLL
       for (int r = 0; r < R; ++r) {
-        const Vec xb(x[r * ldx + k0]);
+        const Vec ab(a[r * a_row + k0 * a_depth]);
         FUSED_SIGMOID_UNROLL
         for (int j = 0; j < NV; ++j) {
-          acc[r][j] = xb * wk[j];
+          acc[r][j] = ab * bk[j];
         }
       }
     }
     for (int64_t k = k0 + 1; k < k1; ++k) {
-      Vec wk[NV];
+      Vec bk[NV];
       FUSED_SIGMOID_UNROLL
       for (int j = 0; j < NV; ++j) {
-        wk[j] = Vec::loadu(wt + k * ldw + j * V);
+        bk[j] = Vec::loadu(b + k * ldb + j * V);
       }
       FUSED_SIGMOID_UNROLL
       for (int r = 0; r < R; ++r) {
-        const Vec xb(x[r * ldx + k]);
+        const Vec ab(a[r * a_row + k * a_depth]);
         FUSED_SIGMOID_UNROLL
         for (int j = 0; j < NV; ++j) {
-          acc[r][j] = at::vec::fmadd(xb, wk[j], acc[r][j]);
+          acc[r][j] = at::vec::fmadd(ab, bk[j], acc[r][j]);
         }
       }
     }
@@ -403,34 +404,69 @@ inline void sigmoid_tile(const T* x, int64_t ldx, const T* wt, int64_t ldw, cons
   }
   FUSED_SIGMOID_UNROLL
   for (int j = 0; j < NV; ++j) {
-    const int64_t count = std::min<int64_t>(V, cols - j * V);
-    if (count <= 0) {
-      break;
-    }
-    const Vec b = Vec::loadu(bias + j * V);
     FUSED_SIGMOID_UNROLL
     for (int r = 0; r < R; ++r) {
-      Sigmoid<T>()(Vec::loadu(block_sums + (r * NV + j) * V) + b).store(y + r * ldy + j * V, count);
+      epilogue(r, j, Vec::loadu(block_sums + (r * NV + j) * V));
     }
   }
 }
 
-template <int NV, typename T>
+// Calls tile(std::integral_constant<int, R>(), r0) for rows [0, rows) in tiles of kTileRows rows, then one
+// narrower tile for the rest, so that no row runs in a one-row tile (which reloads B for every row).
+template <int R, typename Tile>
+inline void last_row_tile(int64_t remaining, int64_t r0, const Tile& tile) {
+  if constexpr (R > 0) {
+    if (remaining == R) {
+      tile(std::integral_constant<int, R>(), r0);
+      return;
+    }
+    last_row_tile<R - 1>(remaining, r0, tile);
+  }
+}
+
+template <typename Tile>
+inline void over_row_tiles(int64_t rows, const Tile& tile) {
+  int64_t r0 = 0;
+  for (; r0 + kTileRows <= rows; r0 += kTileRows) {
+    tile(std::integral_constant<int, kTileRows>(), r0);
+  }
+  last_row_tile<kTileRows - 1>(rows - r0, r0, tile);
+}
+
+// Full vectors where they fit: at::vec's partial loads and stores go through memory on AVX2.
+template <typename T>
+inline Vectorized<T> load_columns(const T* p, int64_t count) {
+  return count == Vectorized<T>::size() ? Vectorized<T>::loadu(p) : Vectorized<T>::loadu(p, count);
+}
+
+template <typename T>
+inline int64_t columns_in_vector(int64_t columns, int64_t c0, int j) {
+  return std::min<int64_t>(Vectorized<T>::size(), columns - c0 - j * Vectorized<T>::size());
+}
+
+constexpr int64_t padded_columns(int64_t columns, int64_t tile_cols) {
+  return (columns + tile_cols - 1) / tile_cols * tile_cols;
+}
+
+// y = sigmoid(x @ wt + bias) by register tiles; wt is the weight transposed to (K, ldw), bias padded to ldw.
+template <typename T>
 void sigmoid_tiles(const T* x, int64_t ldx, const T* wt, int64_t ldw, const T* bias, int64_t rows, int64_t K,
                    int64_t M, T* y) {
-  constexpr int64_t tile_cols = NV * Vectorized<T>::size();
-  int64_t r0 = 0;
-  // Each row tile sweeps every column tile while its rows of x stay in L1.
-  for (; r0 + kTileRows <= rows; r0 += kTileRows) {
+  using Vec = Vectorized<T>;
+  constexpr int64_t tile_cols = kTileVectors * Vec::size();
+  over_row_tiles(rows, [&](auto tile_rows, int64_t r0) {
+    // Each row tile sweeps every column tile while its rows of x stay in L1.
     for (int64_t c0 = 0; c0 < M; c0 += tile_cols) {
-      sigmoid_tile<kTileRows, NV>(x + r0 * ldx, ldx, wt + c0, ldw, bias + c0, K, y + r0 * M + c0, M, M - c0);
+      T* y_tile = y + r0 * M + c0;
+      gemm_tile<decltype(tile_rows)::value, kTileVectors>(
+          x + r0 * ldx, ldx, 1, wt + c0, ldw, K, [&](int r, int j, Vec sums) {
+            const int64_t count = columns_in_vector<T>(M, c0, j);
+            if (count > 0) {
+              Sigmoid<T>()(sums + Vec::loadu(bias + c0 + j * Vec::size())).store(y_tile + r * M + j * Vec::size(), count);
+            }
+          });
     }
-  }
-  for (; r0 < rows; ++r0) {
-    for (int64_t c0 = 0; c0 < M; c0 += tile_cols) {
-      sigmoid_tile<1, NV>(x + r0 * ldx, ldx, wt + c0, ldw, bias + c0, K, y + r0 * M + c0, M, M - c0);
-    }
-  }
+  });
 }
 
 template <typename T>
@@ -438,7 +474,7 @@ void linear_sigmoid_tiled_rows_typed(const T* x, int64_t ldx, const T* weight, c
                                      int64_t K, int64_t M, T* y) {
   constexpr int64_t V = Vectorized<T>::size();
   constexpr int64_t tile_cols = kTileVectors * V;
-  const int64_t ldw = (M + tile_cols - 1) / tile_cols * tile_cols;
+  const int64_t ldw = padded_columns(M, tile_cols);
   std::vector<T> wt(K * ldw, T(0));
   for (int64_t m = 0; m < M; ++m) {
     for (int64_t k = 0; k < K; ++k) {
@@ -449,7 +485,7 @@ void linear_sigmoid_tiled_rows_typed(const T* x, int64_t ldx, const T* weight, c
   if (bias != nullptr) {
     std::copy(bias, bias + M, b.begin());
   }
-  sigmoid_tiles<kTileVectors>(x, ldx, wt.data(), ldw, b.data(), rows, K, M, y);
+  sigmoid_tiles(x, ldx, wt.data(), ldw, b.data(), rows, K, M, y);
 }
 
 void linear_sigmoid_tiled_rows(
@@ -505,30 +541,64 @@ void sigmoid_inplace(c10::ScalarType dtype, void* y, int64_t n) {
   });
 }
 
-// column_sums[m] += sum_r dz[r, m]. When M divides the vector width, whole vectors of the flat block are summed
-// and lane i belongs to column i % M, which keeps out_features = 1 or 2 vectorised.
-template <typename scalar_t, typename T>
-void add_column_sums(const scalar_t* dz, int64_t rows, int64_t M, T* column_sums) {
+// Column sums of a contiguous (rows, M) block for a fixed M, read as flat vectors: over every M consecutive vectors
+// the lane pattern repeats (lane i of vector t holds column (t * V + i) % M), so M vector accumulators take whole
+// vectors whatever M is. Each group of kSumGroup such steps is summed in float, then its lanes are added in
+// double: a float running sum down a whole block lost up to ten times eager's (cascaded) precision.
+constexpr int64_t kSumGroup = 8;
+
+template <int M, typename T>
+void add_column_sums_flat(const T* dz, int64_t rows, T* column_sums) {
   using Vec = Vectorized<T>;
   constexpr int64_t V = Vec::size();
-  if constexpr (std::is_same_v<T, scalar_t>) {
-    if (V % M == 0) {
-      const int64_t n = rows * M;
-      Vec acc(T(0));
-      int64_t i = 0;
-      for (; i + V <= n; i += V) {
-        acc = acc + Vec::loadu(dz + i);
+  double sums[M] = {};
+  const int64_t n = rows * M;
+  int64_t i = 0;
+  while (i + M * V <= n) {
+    Vec acc[M];
+    FUSED_SIGMOID_UNROLL
+    for (int t = 0; t < M; ++t) {
+      acc[t] = Vec::loadu(dz + i + t * V);
+    }
+    i += M * V;
+    for (int64_t step = 1; step < kSumGroup && i + M * V <= n; ++step, i += M * V) {
+      FUSED_SIGMOID_UNROLL
+      for (int t = 0; t < M; ++t) {
+        acc[t] = acc[t] + Vec::loadu(dz + i + t * V);
       }
-      T lanes[V];
-      acc.store(lanes);
+    }
+    T lanes[V];
+    for (int t = 0; t < M; ++t) {
+      acc[t].store(lanes);
       for (int64_t lane = 0; lane < V; ++lane) {
-        column_sums[lane % M] += lanes[lane];
+        sums[(t * V + lane) % M] += lanes[lane];
       }
-      // i is a multiple of M, so the tail starts on a row boundary.
-      for (; i < n; ++i) {
-        column_sums[i % M] += dz[i];
-      }
-      return;
+    }
+  }
+  // i is a multiple of M, so the leftover values start on a row boundary.
+  for (; i < n; ++i) {
+    sums[i % M] += dz[i];
+  }
+  for (int m = 0; m < M; ++m) {
+    column_sums[m] += static_cast<T>(sums[m]);
+  }
+}
+
+// column_sums[m] += sum_r dz[r, m]: vectorised along the flat block for the direct kernel's out_features (<= 8), by
+// rows otherwise (the GEMM path's blocks are a few rows of many columns, each block summed on its own).
+template <typename scalar_t, typename T>
+void add_column_sums(const scalar_t* dz, int64_t rows, int64_t M, T* column_sums) {
+  if constexpr (std::is_same_v<T, scalar_t>) {
+    switch (M) {
+      case 1: return add_column_sums_flat<1>(dz, rows, column_sums);
+      case 2: return add_column_sums_flat<2>(dz, rows, column_sums);
+      case 3: return add_column_sums_flat<3>(dz, rows, column_sums);
+      case 4: return add_column_sums_flat<4>(dz, rows, column_sums);
+      case 5: return add_column_sums_flat<5>(dz, rows, column_sums);
+      case 6: return add_column_sums_flat<6>(dz, rows, column_sums);
+      case 7: return add_column_sums_flat<7>(dz, rows, column_sums);
+      case 8: return add_column_sums_flat<8>(dz, rows, column_sums);
+      default: break;
     }
   }
   for (int64_t r = 0; r < rows; ++r) {
@@ -646,6 +716,127 @@ void linear_sigmoid_backward_rows_typed(
   }
 }
 
+// column_sums[m] += sum_r dz[r, m], rows summed in groups of kTileDepth first, as the register tiles sum the
+// weight gradient: a single chain of additions down a chunk's rows loses about three times the precision of eager's
+// cascaded sum.
+template <typename T>
+void add_column_sums_by_depth_blocks(const T* dz, int64_t rows, int64_t M, T* column_sums) {
+  using Vec = Vectorized<T>;
+  constexpr int64_t V = Vec::size();
+  for (int64_t c0 = 0; c0 < M; c0 += V) {
+    const int64_t count = std::min<int64_t>(V, M - c0);
+    Vec total = load_columns(column_sums + c0, count);
+    for (int64_t r0 = 0; r0 < rows; r0 += kTileDepth) {
+      const int64_t r1 = std::min(rows, r0 + kTileDepth);
+      Vec group = load_columns(dz + r0 * M + c0, count);
+      for (int64_t r = r0 + 1; r < r1; ++r) {
+        group = group + load_columns(dz + r * M + c0, count);
+      }
+      total = total + group;
+    }
+    total.store(column_sums + c0, count);
+  }
+}
+
+// The tiled kernel's backward (float and double) over a chunk of rows, block by block: dz = dy * (1 - y) * y goes
+// to a buffer that stays in L2 and is never stored; dx = dz @ w and weight_sums += dz^T @ x run on it by register
+// tiles, and bias_sums gets its column sums. Eager writes dz, then reads it back for two BLAS calls and a sum.
+template <typename T>
+void linear_sigmoid_backward_tiled_rows_typed(const T* dy, const T* y, const T* x, int64_t ldx, const T* weight,
+                                              int64_t rows, int64_t K, int64_t M, T* dx, T* weight_sums,
+                                              T* bias_sums) {
+  using Vec = Vectorized<T>;
+  constexpr int64_t V = Vec::size();
+  constexpr int64_t tile_cols = kTileVectors * V;
+  // Rows per block: dz's and x's rows for the block fit in a quarter of L2 together. At least a depth block.
+  const int64_t block_rows = std::max<int64_t>(kTileDepth, kBlockBytes / ((K + M) * int64_t(sizeof(T))));
+  const int64_t ldk = padded_columns(K, tile_cols);
+  // The weight as dx's B, its columns padded to whole vectors.
+  std::vector<T> w_padded(dx != nullptr ? M * ldk : 0, T(0));
+  for (int64_t m = 0; dx != nullptr && m < M; ++m) {
+    std::copy(weight + m * K, weight + (m + 1) * K, w_padded.begin() + m * ldk);
+  }
+  // x is the weight gradient's B: its rows are copied into padded ones when K is not a whole number of tiles, so
+  // no vector load runs past the end of a row (or of the tensor).
+  const bool pad_x = weight_sums != nullptr && K % tile_cols != 0;
+  std::vector<T> x_padded(pad_x ? block_rows * ldk : 0, T(0));
+  std::vector<T> dz(block_rows * M);
+  for (int64_t r0 = 0; r0 < rows; r0 += block_rows) {
+    const int64_t n = std::min(block_rows, rows - r0);
+    sigmoid_grad<T>(dy + r0 * M, y + r0 * M, n * M, dz.data(), nullptr);
+    if (bias_sums != nullptr) {
+      add_column_sums_by_depth_blocks(dz.data(), n, M, bias_sums);
+    }
+    if (dx != nullptr) {
+      T* dx_block = dx + r0 * K;
+      over_row_tiles(n, [&](auto tile_rows, int64_t t0) {
+        for (int64_t c0 = 0; c0 < K; c0 += tile_cols) {
+          gemm_tile<decltype(tile_rows)::value, kTileVectors>(
+              dz.data() + t0 * M, M, 1, w_padded.data() + c0, ldk, M, [&](int r, int j, Vec sums) {
+                const int64_t count = columns_in_vector<T>(K, c0, j);
+                if (count > 0) {
+                  sums.store(dx_block + (t0 + r) * K + c0 + j * V, count);
+                }
+              });
+        }
+      });
+    }
+    if (weight_sums != nullptr) {
+      const T* x_block = x + r0 * ldx;
+      int64_t ldb = ldx;
+      if (pad_x) {
+        for (int64_t r = 0; r < n; ++r) {
+          std::copy(x_block + r * ldx, x_block + r * ldx + K, x_padded.begin() + r * ldk);
+        }
+        x_block = x_padded.data();
+        ldb = ldk;
+      }
+      // Rows of the weight gradient are outputs m: A(m, r) = dz[r, m] is dz^T read in place.
+      over_row_tiles(M, [&](auto tile_rows, int64_t m0) {
+        for (int64_t c0 = 0; c0 < K; c0 += tile_cols) {
+          gemm_tile<decltype(tile_rows)::value, kTileVectors>(
+              dz.data() + m0, 1, M, x_block + c0, ldb, n, [&](int r, int j, Vec sums) {
+                const int64_t count = columns_in_vector<T>(K, c0, j);
+                if (count > 0) {
+                  T* partial = weight_sums + (m0 + r) * K + c0 + j * V;
+                  (load_columns(partial, count) + sums).store(partial, count);
+                }
+              });
+        }
+      });
+    }
+  }
+}
+
+void linear_sigmoid_backward_tiled_rows(
+    c10::ScalarType dtype,
+    const void* dy,
+    const void* y,
+    const void* x,
+    int64_t ldx,
+    const void* w,
+    int64_t rows,
+    int64_t K,
+    int64_t M,
+    void* dx,
+    void* weight_sums,
+    void* bias_sums) {
+  AT_DISPATCH_FLOATING_TYPES(dtype, "linear_sigmoid_backward_tiled_rows", [&] {
+    linear_sigmoid_backward_tiled_rows_typed(
+        static_cast<const scalar_t*>(dy),
+        static_cast<const scalar_t*>(y),
+        static_cast<const scalar_t*>(x),
+        ldx,
+        static_cast<const scalar_t*>(w),
+        rows,
+        K,
+        M,
+        static_cast<scalar_t*>(dx),
+        static_cast<scalar_t*>(weight_sums),
+        static_cast<scalar_t*>(bias_sums));
+  });
+}
+
 void linear_sigmoid_backward_rows(
     c10::ScalarType dtype,
     const void* dy,
@@ -703,6 +894,7 @@ extern const KernelTable kernel_table{
     sigmoid_inplace,
     sigmoid_backward_rows,
     linear_sigmoid_backward_rows,
+    linear_sigmoid_backward_tiled_rows,
     C10_STRINGIZE(CPU_CAPABILITY),
 };
 

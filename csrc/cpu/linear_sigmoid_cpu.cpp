@@ -50,6 +50,10 @@ bool use_tiled_kernel(int64_t in_features, int64_t out_features, at::ScalarType 
 constexpr int64_t kGemmBlockBytes = 512 * 1024;
 // Below this many multiply-adds a GEMM is not cut up for the threads.
 constexpr int64_t kMinSplitGemmMultiplyAdds = 1 << 22;
+// Blocks a large GEMM is cut into: four per thread up to four threads. A constant, not a multiple of the thread
+// count, because BLAS rounds a row differently depending on how many rows its call has: blocks that followed the
+// thread count made float64 outputs change between one and two threads.
+constexpr int64_t kGemmSplit = 16;
 
 // Rows per block of the backward pass. It is fixed by the shape alone, never by the thread count, so the bias
 // gradient is summed in the same order however many threads run.
@@ -101,14 +105,14 @@ void forward_gemm(
   const KernelTable& kernels = kernels_for_this_cpu();
   const int64_t N = x.size(0);
   const int64_t M = w.size(0);
-  // Blocks small enough to stay in L2 for the sigmoid and, for products worth splitting, at least four per
-  // thread, so that no thread waits on another's last block (with one block, BLAS would run multi-threaded but
-  // the sigmoid on one thread). Small products stay one call: each BLAS call has a fixed cost.
+  // Blocks small enough to stay in L2 for the sigmoid and, for products worth splitting, enough that no thread
+  // waits long on another's last block (with one block, BLAS would run multi-threaded but the sigmoid on one
+  // thread). Small products stay one call: each BLAS call has a fixed cost.
   // The half types go to oneDNN in one call instead: its bfloat16/float16 kernels lost more, run per block on
   // one thread each, than the in-cache sigmoid saved (0.9x eager at 5000x300->300 bfloat16).
   const int64_t K = w.size(1);
   const bool half_type = y.scalar_type() == at::kBFloat16 || y.scalar_type() == at::kHalf;
-  const int64_t split = N * K * M >= kMinSplitGemmMultiplyAdds ? 4 * at::get_num_threads() : 1;
+  const int64_t split = N * K * M >= kMinSplitGemmMultiplyAdds ? kGemmSplit : 1;
   const int64_t block_rows = half_type ? N
                                        : std::max<int64_t>(64, std::min<int64_t>(
                                                                    kGemmBlockBytes / (M * y.element_size()),
@@ -191,12 +195,16 @@ class BlockSums {
 
   at::Tensor total(at::IntArrayRef shape, const at::TensorOptions& options) const {
     std::vector<double> sums(count_, 0.0);
-    for (int64_t index = 0; index < num_blocks_; ++index) {
-      for (int64_t i = 0; i < count_; ++i) {
-        sums[i] += in_double_ ? reinterpret_cast<const double*>(storage_.data())[index * count_ + i]
-                              : reinterpret_cast<const float*>(storage_.data())[index * count_ + i];
+    // Threads take disjoint ranges of the sums; each sum still adds its blocks in order.
+    const int64_t grain = std::max<int64_t>(1, at::internal::GRAIN_SIZE / std::max<int64_t>(1, num_blocks_));
+    at::parallel_for(0, count_, grain, [&](int64_t begin, int64_t end) {
+      for (int64_t index = 0; index < num_blocks_; ++index) {
+        for (int64_t i = begin; i < end; ++i) {
+          sums[i] += in_double_ ? reinterpret_cast<const double*>(storage_.data())[index * count_ + i]
+                                : reinterpret_cast<const float*>(storage_.data())[index * count_ + i];
+        }
       }
-    }
+    });
     at::Tensor result = at::empty(shape, options);
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, result.scalar_type(), "block_sums_total", [&] {
       std::copy(sums.begin(), sums.end(), result.mutable_data_ptr<scalar_t>());
@@ -245,26 +253,39 @@ at::Tensor sigmoid_grad_and_bias_grad(const at::Tensor& dy, const at::Tensor& y,
   return dz;
 }
 
-// Rows per chunk of the direct backward. Each chunk adds into its own partial sums of the weight and bias
-// gradients, later added in order, so chunks are fixed by this constant alone and the result does not depend on
-// the thread count; 4096 rows keep those partials small (M * K values per chunk) and give each thread many chunks
-// on large batches.
+// Rows per chunk of the one-pass backward. Each chunk adds into its own partial sums of the weight and bias
+// gradients, later added in order, so chunks are fixed by the shape alone and the result does not depend on the
+// thread count. The direct kernel's 4096 rows keep those partials small (M * K <= 8 * K values per chunk) and give
+// each thread many chunks on large batches. The tiled kernel's partials are a whole weight each, so it takes at
+// most 64 chunks, fewer when their partials would pass 32 MiB (large weights under deterministic mode), and at
+// least 512 rows each so that a chunk's GEMMs are worth a thread.
 constexpr int64_t kDirectBackwardChunkRows = 4096;
+constexpr int64_t kTiledBackwardMinChunkRows = 512;
+constexpr int64_t kTiledBackwardMaxChunks = 64;
+constexpr int64_t kTiledBackwardPartialBytes = 32 * 1024 * 1024;
 
-// The direct kernel's backward: one pass over the rows computes dz, grad_input, and the chunk partial sums of
-// grad_weight and grad_bias; dz is never stored.
-std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>, std::optional<at::Tensor>> backward_direct(
+int64_t tiled_backward_chunk_rows(int64_t N, int64_t weight_bytes) {
+  const int64_t max_chunks =
+      std::clamp<int64_t>(kTiledBackwardPartialBytes / std::max<int64_t>(1, weight_bytes), 1, kTiledBackwardMaxChunks);
+  const int64_t rows = (N + max_chunks - 1) / max_chunks;
+  return std::max(kTiledBackwardMinChunkRows, (rows + 63) / 64 * 64);
+}
+
+// The backward of the direct and tiled kernels' shapes: one pass over the rows computes dz, grad_input, and the
+// chunk partial sums of grad_weight and grad_bias; dz is never stored.
+std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>, std::optional<at::Tensor>> backward_one_pass(
+    decltype(KernelTable::linear_sigmoid_backward_rows) kernel,
+    int64_t chunk_rows,
     const at::Tensor& dy,
     const at::Tensor& y,
     const at::Tensor& x,
     const at::Tensor& w,
     const at::Tensor& input,
     std::array<bool, 3> output_mask) {
-  const KernelTable& kernels = kernels_for_this_cpu();
   const int64_t N = x.size(0);
   const int64_t K = w.size(1);
   const int64_t M = w.size(0);
-  const int64_t num_chunks = (N + kDirectBackwardChunkRows - 1) / kDirectBackwardChunkRows;
+  const int64_t num_chunks = (N + chunk_rows - 1) / chunk_rows;
   at::Tensor grad_input = output_mask[0] ? at::empty({N, K}, x.options()) : at::Tensor();
   BlockSums weight_sums(y.scalar_type(), output_mask[1] ? num_chunks : 0, M * K);
   BlockSums bias_sums(y.scalar_type(), output_mask[2] ? num_chunks : 0, M);
@@ -272,15 +293,15 @@ std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>, std::optional<a
   const int64_t ldx = x.stride(0);
   at::parallel_for(0, num_chunks, 1, [&](int64_t first, int64_t last) {
     for (int64_t chunk = first; chunk < last; ++chunk) {
-      const int64_t r0 = chunk * kDirectBackwardChunkRows;
-      kernels.linear_sigmoid_backward_rows(
+      const int64_t r0 = chunk * chunk_rows;
+      kernel(
           y.scalar_type(),
           byte_ptr(dy) + r0 * M * element_size,
           byte_ptr(y) + r0 * M * element_size,
           byte_ptr(x) + r0 * ldx * element_size,
           ldx,
           w.const_data_ptr(),
-          std::min(kDirectBackwardChunkRows, N - r0),
+          std::min(chunk_rows, N - r0),
           K,
           M,
           output_mask[0] ? mutable_byte_ptr(grad_input) + r0 * K * element_size : nullptr,
@@ -324,8 +345,21 @@ linear_sigmoid_backward_cpu(
     return zero_gradients(input, weight, output_mask);
   }
 
+  const KernelTable& kernels = kernels_for_this_cpu();
   if (use_direct_kernel(K, M, y.scalar_type())) {
-    return backward_direct(dy, y, x, weight.contiguous(), input, output_mask);
+    return backward_one_pass(
+        kernels.linear_sigmoid_backward_rows, kDirectBackwardChunkRows, dy, y, x, weight.contiguous(), input,
+        output_mask);
+  }
+  // Under torch.use_deterministic_algorithms(True) float and double take the one-pass tiled backward whatever the
+  // weight's size: BLAS splits the weight gradient's long sum over the rows among its threads, so its result
+  // changes with the thread count, while ours is summed in chunks fixed by the shape.
+  const bool single_or_double = y.scalar_type() == at::kFloat || y.scalar_type() == at::kDouble;
+  const bool deterministic = at::globalContext().deterministicAlgorithms();
+  if (use_tiled_kernel(K, M, y.scalar_type()) || (deterministic && single_or_double)) {
+    return backward_one_pass(
+        kernels.linear_sigmoid_backward_tiled_rows, tiled_backward_chunk_rows(N, weight.numel() * y.element_size()),
+        dy, y, x, weight.contiguous(), input, output_mask);
   }
   std::optional<at::Tensor> grad_input;
   std::optional<at::Tensor> grad_weight;
@@ -335,6 +369,8 @@ linear_sigmoid_backward_cpu(
     grad_input = at::mm(dz, weight).view(input.sizes());
   }
   if (output_mask[1]) {
+    // The half types' weight gradient is BLAS's, whose sum over the rows depends on the thread count.
+    at::globalContext().alertNotDeterministic("linear_sigmoid_backward (CPU, bfloat16/float16 weight gradient)");
     // dz^T is a transposed view: BLAS takes it as is, without a copy.
     grad_weight = at::mm(dz.t(), x);
   }
