@@ -86,5 +86,12 @@ def linear_sigmoid(
             raise TypeError(f"linear_sigmoid: expected {name} to be a Tensor, but got {type(value).__name__}")
     if bias is not None and not isinstance(bias, torch.Tensor):
         raise TypeError(f"linear_sigmoid: expected bias to be a Tensor or None, but got {type(bias).__name__}")
+    # The op has kernels for dense tensors only; for a sparse one the dispatcher's own error would not say which
+    # argument it is.
+    for name, value in (("input", input), ("weight", weight), ("bias", bias)):
+        if value is not None and value.layout != torch.strided:
+            raise RuntimeError(
+                f"linear_sigmoid: expected {name} to be a dense (strided) tensor, but got {value.layout}"
+            )
     # The op is differentiable by itself (its autograd is C++, csrc/autograd.cpp), so no Python autograd layer.
     return _forward_op(input, weight, bias)

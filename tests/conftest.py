@@ -1,4 +1,5 @@
-"""Shared test helpers: the devices to run on, tolerances, and the reduced-precision error rule."""
+"""Shared test helpers: the devices to run on, tolerances, the reduced-precision error rule, and the `slow` marker
+(those tests run only with --run-slow)."""
 
 import pytest
 import torch
@@ -63,3 +64,21 @@ def assert_forward_matches_eager(out, x, w, b):
     error = (out.double() - exact).abs()
     assert bool((error[finite] <= allowed[finite]).all()), (
         f"forward: error {error[finite].max().item():.3g} beyond the bound (eager's error {eager_error:.3g})")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--run-slow", action="store_true",
+                     help="also run the tests marked slow (tests/test_large_tensors.py: about 13 GB of memory)")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: needs minutes or many GB of memory; runs only with --run-slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--run-slow"):
+        return
+    skip = pytest.mark.skip(reason="slow (about 13 GB of memory): run with --run-slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
