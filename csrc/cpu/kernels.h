@@ -61,7 +61,7 @@ struct KernelTable {
   // rows of x (row stride ldx): dz = dy * y * (1 - y) stays in a block buffer in opmath and is never stored;
   // dx (contiguous (rows, K)) gets dz @ w when not null; weight_sums (M, K) and bias_sums (M), in opmath, get
   // this block's dz^T @ x and column sums of dz added when not null.
-  void (*linear_sigmoid_backward_rows)(
+  using BackwardRowsKernel = void (*)(
       c10::ScalarType dtype,
       const void* dy,
       const void* y,
@@ -74,22 +74,11 @@ struct KernelTable {
       void* dx,
       void* weight_sums,
       void* bias_sums);
+  BackwardRowsKernel linear_sigmoid_backward_rows;
 
   // The same contract for the tiled kernel's shapes (float and double only), by register tiles: dz stays in a
   // block buffer, and dx and this chunk's weight_sums come from it by small GEMMs in registers.
-  void (*linear_sigmoid_backward_tiled_rows)(
-      c10::ScalarType dtype,
-      const void* dy,
-      const void* y,
-      const void* x,
-      int64_t ldx,
-      const void* w,
-      int64_t rows,
-      int64_t K,
-      int64_t M,
-      void* dx,
-      void* weight_sums,
-      void* bias_sums);
+  BackwardRowsKernel linear_sigmoid_backward_tiled_rows;
 
   // Which instruction set this table was compiled for, e.g. "AVX512".
   const char* capability;

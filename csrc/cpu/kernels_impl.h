@@ -150,56 +150,42 @@ inline T horizontal_sum(const Vectorized<T>& v) {
   }
 }
 
-// sum_k a[k] * b[k] with two vector accumulators (to hide the FMA latency) and a masked load for the tail,
-// whose zero lanes cannot turn an infinity into NaN.
-template <typename T>
-inline T dot_vectorized(const T* a, const T* b, int64_t K) {
+// The general forward loop: z[r, m] = x[r, :] . w[m, :] + b[m] by vector FMAs along K for R rows at once, one
+// accumulator per row, with masked loads for the tail (their zero lanes cannot turn an infinity into NaN). Every
+// row is summed in the same order however the rows are grouped, so a row's result does not depend on where a
+// thread's range of rows began.
+template <int R, typename T>
+inline void dot_row_group(const T* x, int64_t ldx, const T* w, const T* b, int64_t K, int64_t M, T* z) {
   using Vec = Vectorized<T>;
   constexpr int64_t V = Vec::size();
-  Vec acc0(T(0));
-  Vec acc1(T(0));
-  int64_t k = 0;
-  for (; k + 2 * V <= K; k += 2 * V) {
-    acc0 = at::vec::fmadd(Vec::loadu(a + k), Vec::loadu(b + k), acc0);
-    acc1 = at::vec::fmadd(Vec::loadu(a + k + V), Vec::loadu(b + k + V), acc1);
+  for (int64_t m = 0; m < M; ++m) {
+    Vec acc[R];
+    for (int i = 0; i < R; ++i) {
+      acc[i] = Vec(T(0));
+    }
+    for (int64_t k = 0; k < K; k += V) {
+      const int64_t count = std::min<int64_t>(V, K - k);
+      const Vec wk = Vec::loadu(w + m * K + k, count);
+      for (int i = 0; i < R; ++i) {
+        acc[i] = at::vec::fmadd(Vec::loadu(x + i * ldx + k, count), wk, acc[i]);
+      }
+    }
+    for (int i = 0; i < R; ++i) {
+      z[i * M + m] = horizontal_sum(acc[i]) + b[m];
+    }
   }
-  if (k + V <= K) {
-    acc0 = at::vec::fmadd(Vec::loadu(a + k), Vec::loadu(b + k), acc0);
-    k += V;
-  }
-  if (k < K) {
-    acc1 = at::vec::fmadd(Vec::loadu(a + k, K - k), Vec::loadu(b + k, K - k), acc1);
-  }
-  return horizontal_sum(acc0 + acc1);
 }
 
-// The general forward loop: vector FMAs along K, four rows at a time so that four independent dot products
-// (and their horizontal sums) are in flight.
+// Rows four at a time (four independent FMA chains hide the latency), the rest one at a time by the same loop.
 template <typename T>
 void dot_rows_vectorized(const T* x, int64_t ldx, const T* w, const T* b, int64_t rows, int64_t K, int64_t M,
                          T* z) {
-  using Vec = Vectorized<T>;
-  constexpr int64_t V = Vec::size();
   int64_t r = 0;
   for (; r + 4 <= rows; r += 4) {
-    for (int64_t m = 0; m < M; ++m) {
-      Vec acc[4] = {Vec(T(0)), Vec(T(0)), Vec(T(0)), Vec(T(0))};
-      for (int64_t k = 0; k < K; k += V) {
-        const int64_t count = std::min<int64_t>(V, K - k);
-        const Vec wk = Vec::loadu(w + m * K + k, count);
-        for (int i = 0; i < 4; ++i) {
-          acc[i] = at::vec::fmadd(Vec::loadu(x + (r + i) * ldx + k, count), wk, acc[i]);
-        }
-      }
-      for (int i = 0; i < 4; ++i) {
-        z[(r + i) * M + m] = horizontal_sum(acc[i]) + b[m];
-      }
-    }
+    dot_row_group<4>(x + r * ldx, ldx, w, b, K, M, z + r * M);
   }
   for (; r < rows; ++r) {
-    for (int64_t m = 0; m < M; ++m) {
-      z[r * M + m] = dot_vectorized(x + r * ldx, w + m * K, K) + b[m];
-    }
+    dot_row_group<1>(x + r * ldx, ldx, w, b, K, M, z + r * M);
   }
 }
 
@@ -462,7 +448,8 @@ void sigmoid_tiles(const T* x, int64_t ldx, const T* wt, int64_t ldw, const T* b
           x + r0 * ldx, ldx, 1, wt + c0, ldw, K, [&](int r, int j, Vec sums) {
             const int64_t count = columns_in_vector<T>(M, c0, j);
             if (count > 0) {
-              Sigmoid<T>()(sums + Vec::loadu(bias + c0 + j * Vec::size())).store(y_tile + r * M + j * Vec::size(), count);
+              const Vec b = Vec::loadu(bias + c0 + j * Vec::size());
+              Sigmoid<T>()(sums + b).store(y_tile + r * M + j * Vec::size(), count);
             }
           });
     }
@@ -475,7 +462,8 @@ void linear_sigmoid_tiled_rows_typed(const T* x, int64_t ldx, const T* weight, c
   constexpr int64_t V = Vectorized<T>::size();
   constexpr int64_t tile_cols = kTileVectors * V;
   const int64_t ldw = padded_columns(M, tile_cols);
-  std::vector<T> wt(K * ldw, T(0));
+  // At least one row, so that wt.data() is a real pointer to offset even when K is 0.
+  std::vector<T> wt(std::max<int64_t>(K, 1) * ldw, T(0));
   for (int64_t m = 0; m < M; ++m) {
     for (int64_t k = 0; k < K; ++k) {
       wt[k * ldw + m] = weight[m * K + k];

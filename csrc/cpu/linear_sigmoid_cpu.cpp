@@ -274,7 +274,7 @@ int64_t tiled_backward_chunk_rows(int64_t N, int64_t weight_bytes) {
 // The backward of the direct and tiled kernels' shapes: one pass over the rows computes dz, grad_input, and the
 // chunk partial sums of grad_weight and grad_bias; dz is never stored.
 std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>, std::optional<at::Tensor>> backward_one_pass(
-    decltype(KernelTable::linear_sigmoid_backward_rows) kernel,
+    KernelTable::BackwardRowsKernel kernel,
     int64_t chunk_rows,
     const at::Tensor& dy,
     const at::Tensor& y,
