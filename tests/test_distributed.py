@@ -1,7 +1,7 @@
 """FusedLinearSigmoid under DistributedDataParallel: two processes on the gloo backend over loopback train on halves
 of a batch, and their averaged gradients and updated parameters equal one eager process trained on the whole."""
 
-import socket
+import os
 
 import torch
 import torch.distributed as dist
@@ -41,8 +41,11 @@ def train(model, inputs, targets):
     return first_gradients
 
 
-def ddp_worker(rank: int, port: int, results: str) -> None:
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD_SIZE)
+def ddp_worker(rank: int, store: str, results: str) -> None:
+    # Gloo's connections on the loopback interface, whatever the host name resolves to; the ranks find each other
+    # through a file rather than a TCP store, so no server thread outlives a rank that is done.
+    os.environ["GLOO_SOCKET_IFNAME"] = "lo"
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD_SIZE)
     try:
         torch.set_num_threads(1)
         model = fuse(make_eager_model())
@@ -53,19 +56,16 @@ def ddp_worker(rank: int, port: int, results: str) -> None:
         gradients = train(ddp_model, inputs[:, shard], targets[:, shard])
         if rank == 0:
             torch.save({"gradients": gradients, "parameters": [p.detach() for p in model.parameters()]}, results)
+        # Both ranks leave together: a rank that tears its connections down while the other still uses them makes
+        # gloo abort the process.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_ddp_gradients_equal_single_process_on_whole_batch(tmp_path):
     results = tmp_path / "rank0.pt"
-    mp.spawn(ddp_worker, args=(free_port(), str(results)), nprocs=WORLD_SIZE, join=True)
+    mp.spawn(ddp_worker, args=(str(tmp_path / "store"), str(results)), nprocs=WORLD_SIZE, join=True)
     distributed = torch.load(results)
 
     eager = make_eager_model()
