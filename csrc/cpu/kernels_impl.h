@@ -572,27 +572,43 @@ void add_column_sums_flat(const T* dz, int64_t rows, T* column_sums) {
   }
 }
 
-// column_sums[m] += sum_r dz[r, m]: vectorised along the flat block for the direct kernel's out_features (<= 8), by
-// rows otherwise (the GEMM path's blocks are a few rows of many columns, each block summed on its own).
-template <typename scalar_t, typename T>
-void add_column_sums(const scalar_t* dz, int64_t rows, int64_t M, T* column_sums) {
-  if constexpr (std::is_same_v<T, scalar_t>) {
-    switch (M) {
-      case 1: return add_column_sums_flat<1>(dz, rows, column_sums);
-      case 2: return add_column_sums_flat<2>(dz, rows, column_sums);
-      case 3: return add_column_sums_flat<3>(dz, rows, column_sums);
-      case 4: return add_column_sums_flat<4>(dz, rows, column_sums);
-      case 5: return add_column_sums_flat<5>(dz, rows, column_sums);
-      case 6: return add_column_sums_flat<6>(dz, rows, column_sums);
-      case 7: return add_column_sums_flat<7>(dz, rows, column_sums);
-      case 8: return add_column_sums_flat<8>(dz, rows, column_sums);
-      default: break;
+// column_sums[m] += sum_r dz[r, m], rows summed in groups of kTileDepth first, as the register tiles sum the
+// weight gradient: a single chain of additions down a chunk's rows loses about three times the precision of eager's
+// cascaded sum.
+template <typename T>
+void add_column_sums_by_depth_blocks(const T* dz, int64_t rows, int64_t M, T* column_sums) {
+  using Vec = Vectorized<T>;
+  constexpr int64_t V = Vec::size();
+  for (int64_t c0 = 0; c0 < M; c0 += V) {
+    const int64_t count = std::min<int64_t>(V, M - c0);
+    Vec total = load_columns(column_sums + c0, count);
+    for (int64_t r0 = 0; r0 < rows; r0 += kTileDepth) {
+      const int64_t r1 = std::min(rows, r0 + kTileDepth);
+      Vec group = load_columns(dz + r0 * M + c0, count);
+      for (int64_t r = r0 + 1; r < r1; ++r) {
+        group = group + load_columns(dz + r * M + c0, count);
+      }
+      total = total + group;
     }
+    total.store(column_sums + c0, count);
   }
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t m = 0; m < M; ++m) {
-      column_sums[m] += static_cast<T>(dz[r * M + m]);
-    }
+}
+
+// column_sums[m] += sum_r dz[r, m] for a contiguous (rows, M) block, in groups short enough that the float
+// rounding stays near eager's cascaded sum: along the flat block for the direct kernel's out_features (<= 8), by
+// groups of rows otherwise.
+template <typename T>
+void add_column_sums(const T* dz, int64_t rows, int64_t M, T* column_sums) {
+  switch (M) {
+    case 1: return add_column_sums_flat<1>(dz, rows, column_sums);
+    case 2: return add_column_sums_flat<2>(dz, rows, column_sums);
+    case 3: return add_column_sums_flat<3>(dz, rows, column_sums);
+    case 4: return add_column_sums_flat<4>(dz, rows, column_sums);
+    case 5: return add_column_sums_flat<5>(dz, rows, column_sums);
+    case 6: return add_column_sums_flat<6>(dz, rows, column_sums);
+    case 7: return add_column_sums_flat<7>(dz, rows, column_sums);
+    case 8: return add_column_sums_flat<8>(dz, rows, column_sums);
+    default: return add_column_sums_by_depth_blocks(dz, rows, M, column_sums);
   }
 }
 
@@ -704,28 +720,6 @@ void linear_sigmoid_backward_rows_typed(
   }
 }
 
-// column_sums[m] += sum_r dz[r, m], rows summed in groups of kTileDepth first, as the register tiles sum the
-// weight gradient: a single chain of additions down a chunk's rows loses about three times the precision of eager's
-// cascaded sum.
-template <typename T>
-void add_column_sums_by_depth_blocks(const T* dz, int64_t rows, int64_t M, T* column_sums) {
-  using Vec = Vectorized<T>;
-  constexpr int64_t V = Vec::size();
-  for (int64_t c0 = 0; c0 < M; c0 += V) {
-    const int64_t count = std::min<int64_t>(V, M - c0);
-    Vec total = load_columns(column_sums + c0, count);
-    for (int64_t r0 = 0; r0 < rows; r0 += kTileDepth) {
-      const int64_t r1 = std::min(rows, r0 + kTileDepth);
-      Vec group = load_columns(dz + r0 * M + c0, count);
-      for (int64_t r = r0 + 1; r < r1; ++r) {
-        group = group + load_columns(dz + r * M + c0, count);
-      }
-      total = total + group;
-    }
-    total.store(column_sums + c0, count);
-  }
-}
-
 // The tiled kernel's backward (float and double) over a chunk of rows, block by block: dz = dy * (1 - y) * y goes
 // to a buffer that stays in L2 and is never stored; dx = dz @ w and weight_sums += dz^T @ x run on it by register
 // tiles, and bias_sums gets its column sums. Eager writes dz, then reads it back for two BLAS calls and a sum.
@@ -753,7 +747,7 @@ void linear_sigmoid_backward_tiled_rows_typed(const T* dy, const T* y, const T* 
     const int64_t n = std::min(block_rows, rows - r0);
     sigmoid_grad<T>(dy + r0 * M, y + r0 * M, n * M, dz.data(), nullptr);
     if (bias_sums != nullptr) {
-      add_column_sums_by_depth_blocks(dz.data(), n, M, bias_sums);
+      add_column_sums(dz.data(), n, M, bias_sums);
     }
     if (dx != nullptr) {
       T* dx_block = dx + r0 * K;
