@@ -92,7 +92,7 @@ def _fuse_sequential(sequential: nn.Sequential, prefix: str) -> list[Replacement
             sequential._modules[name] = FusedLinearSigmoid.from_linear(layer)
             sequential._modules[names[position + 1]] = nn.Identity()
             replacements.append(Replacement(f"{prefix}{name}", f"{prefix}{names[position + 1]} (nn.Sigmoid)"))
-        elif layer is not None and not isinstance(layer, (nn.Linear, nn.Identity, FusedLinearSigmoid)):
+        elif layer is not None and not isinstance(layer, nn.Linear):  # a lone Linear has nothing to fuse with
             sequential._modules[name], inner = _fuse_module(layer, prefix=f"{prefix}{name}.")
             replacements += inner
     return replacements
