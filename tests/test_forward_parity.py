@@ -8,8 +8,10 @@ from fused_sigmoid import linear_sigmoid, reference_linear_sigmoid
 
 LEADING_SHAPES = [(), (1,), (7,), (2, 5), (2, 3, 4)]
 # (in_features, out_features), odd sizes included, covering every kernel: direct with fixed shapes (K <= 8,
-# M <= 4) and vectorised along K (M <= 8), tiled (M > 8, weight up to 512 KiB), and BLAS GEMM (larger weights).
-FEATURES = [(3, 2), (1, 1), (8, 3), (17, 1), (33, 5), (64, 8), (65, 2), (16, 33), (257, 3), (3, 257), (600, 300)]
+# M <= 4) and vectorised along K (M <= 8), tiled (M > 8, weight up to 512 KiB; one-vector tiles up to 16 float
+# outputs on AVX-512), and BLAS GEMM (larger weights).
+FEATURES = [(3, 2), (1, 1), (8, 3), (17, 1), (33, 5), (64, 8), (65, 2), (20, 12), (100, 16), (16, 33), (257, 3),
+            (3, 257), (600, 300)]
 
 
 def make(shape, dtype, device, seed=0):
@@ -33,7 +35,7 @@ def test_matches_eager(leading, features, with_bias, dtype, device):
 
 
 @pytest.mark.parametrize("rows", [1, 15, 1000, 5000, 70000])
-@pytest.mark.parametrize("features", [(3, 2), (30, 1), (64, 64), (256, 17), (700, 200)])
+@pytest.mark.parametrize("features", [(3, 2), (30, 1), (100, 10), (64, 64), (256, 17), (700, 200)])
 def test_many_rows_cross_blocks_and_threads(rows, features, device):
     in_features, out_features = features
     x = make((rows, in_features), torch.float32, device, 1)

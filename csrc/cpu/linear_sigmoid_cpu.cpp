@@ -22,15 +22,14 @@ namespace {
 //   GEMM would pad or transpose for nothing, and BLAS runs such skinny products far below memory speed. The
 //   half types take it only for the shapes with specialised loops: otherwise widening every row to float costs
 //   more than BLAS's native bfloat16/float16 kernels do.
-// - tiled: float and double with at least 32 outputs (two AVX-512 vectors: fewer would pad its register tiles, and
-//   that instantiation also lost its registers to GCC), while the transposed weight fits in half of a core's
-//   L2 (it is re-read for every tile of rows): a register-tiled GEMM that applies bias and sigmoid to its
-//   accumulators.
-// - GEMM: everything else (large weights, 8 < out_features < 32, and the half types, whose BLAS kernels use
-//   native bfloat16/float16 instructions): BLAS, then the sigmoid; forward_gemm says when it cuts the rows into
-//   blocks whose sigmoid runs while they are in L2 and when it makes one call.
+// - tiled: float and double with more outputs than that, while the transposed weight fits in half of a core's L2
+//   (it is re-read for every tile of rows): a register-tiled GEMM that applies bias and sigmoid to its
+//   accumulators (1.5-2x BLAS plus a sigmoid pass at 30001 x 100 -> 10, one thread).
+// - GEMM: everything else (large weights, and the half types, whose BLAS kernels use native bfloat16/float16
+//   instructions): BLAS, then the sigmoid; forward_gemm says when it cuts the rows into blocks whose sigmoid runs
+//   while they are in L2 and when it makes one call.
 constexpr int64_t kMaxDirectOutFeatures = 8;
-constexpr int64_t kMinTiledOutFeatures = 32;
+constexpr int64_t kMinTiledOutFeatures = kMaxDirectOutFeatures + 1;
 constexpr int64_t kTiledWeightBytes = 512 * 1024;
 
 bool use_direct_kernel(int64_t in_features, int64_t out_features, at::ScalarType dtype) {
