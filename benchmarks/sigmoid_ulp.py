@@ -3,7 +3,8 @@ each CPU kernel path.
 
 The op is made to compute sigmoid(x) itself: with an identity weight and no bias its pre-activation is x exactly
 (every other product is 0 * x = 0), so its error is its sigmoid's alone. Direct path: input (N, 1), weight [[1]];
-tiled: (N / 32, 32) by a 32 x 32 identity; GEMM: (N / 16, 16) by a 16 x 16 identity. Inputs are finite (an
+tiled: (N / 32, 32) by a 32 x 32 identity; GEMM: (N / 384, 384) by a 384 x 384 identity (over the tiled kernel's
+512 KiB of weight). Inputs are finite (an
 identity's zeros times inf would give NaN).
 
 Inputs: every `--stride`-th float32 with |x| <= 87 (by bit pattern, so that every binade is sampled alike), whose
@@ -26,8 +27,10 @@ import torch
 from fused_sigmoid import linear_sigmoid
 from fused_sigmoid.bench import machine_name, write_csv
 
-PATHS = {"direct": 1, "tiled": 32, "GEMM": 16}  # path: the identity's size, and the input's row length
-CHUNK = 1 << 22  # values per call: a multiple of 32, and small enough that the float64 copies stay modest
+PATHS = {"direct": 1, "tiled": 32, "GEMM": 384}  # path: the identity's size (384^2 floats pass the tiled kernel's
+# 512 KiB), and the input's row length
+# Values per call: a multiple of every row length, and small enough that the float64 copies stay modest.
+CHUNK = 384 << 14
 
 
 def float32_range(low: float, high: float, stride: int = 1) -> torch.Tensor:
@@ -70,8 +73,8 @@ def ours(x: torch.Tensor, path: str) -> torch.Tensor:
 
 
 def padded(values: torch.Tensor) -> torch.Tensor:
-    """values followed by zeros up to a multiple of 32, so that every path takes whole rows."""
-    return torch.cat([values, values.new_zeros(-values.numel() % 32)])
+    """values followed by zeros up to a multiple of the widest row, so that every path takes whole rows."""
+    return torch.cat([values, values.new_zeros(-values.numel() % max(PATHS.values()))])
 
 
 def measure(values: torch.Tensor, path: str) -> dict:

@@ -37,8 +37,12 @@ SHAPES: list[tuple[int, int, int]] = [
     (30_001, 100, 10),
     (5_003, 515, 129),
 ]
-# The subset measured in bfloat16 and float64 as well.
-SUBSET = [(1, 3, 2), (1_000_000, 3, 2), (262_144, 30, 1), (65_536, 64, 64), (4_096, 1_024, 1_024)]
+CANONICAL_SHAPES = SHAPES[:7]
+# Shapes measured in the other dtypes: bfloat16 on every canonical shape, float64 on a subset.
+SUBSETS: dict[torch.dtype, list[tuple[int, int, int]]] = {
+    torch.bfloat16: CANONICAL_SHAPES,
+    torch.float64: [(1, 3, 2), (1_000_000, 3, 2), (262_144, 30, 1), (65_536, 64, 64), (4_096, 1_024, 1_024)],
+}
 # On a GPU: batches large enough that inputs and outputs do not fit in L2.
 GPU_SHAPES: list[tuple[int, int, int]] = [
     (8_388_608, 3, 2),
@@ -49,6 +53,7 @@ GPU_SHAPES: list[tuple[int, int, int]] = [
     (16_384, 4_096, 1),
 ]
 GPU_SUBSET = [(8_388_608, 3, 2), (65_536, 256, 256), (4_096, 4_096, 4_096)]
+GPU_SUBSETS = {torch.bfloat16: GPU_SUBSET, torch.float16: GPU_SUBSET, torch.float64: GPU_SUBSET}
 MODES = ("forward", "backward", "full")
 
 
@@ -79,15 +84,15 @@ def implementations(max_autotune: bool) -> dict[str, Callable]:
     Eager comes first: every other row is reported as a speed-up over it."""
     impls = {
         "eager": reference_linear_sigmoid,
-        # Eager timed a second time as if it were another implementation: its speed-up over eager is the run-to-run
-        # noise of this machine, the yardstick for calling a ratio near 1 a win or a loss.
-        "eager-repeat": reference_linear_sigmoid,
         "fused": linear_sigmoid,
         "compile": torch.compile(reference_linear_sigmoid),
         "fused+compile": torch.compile(linear_sigmoid),
     }
     if max_autotune:
         impls["compile-max-autotune"] = torch.compile(reference_linear_sigmoid, mode="max-autotune")
+    # Eager timed again, last in each round, as if it were another implementation: its speed-up over eager is the
+    # run-to-run noise of this machine across a round, the yardstick for calling a ratio near 1 a win or a loss.
+    impls["eager-repeat"] = reference_linear_sigmoid
     return impls
 
 
@@ -209,7 +214,7 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def run(shapes: Sequence[tuple[int, int, int]], subset: Sequence[tuple[int, int, int]],
+def run(shapes: Sequence[tuple[int, int, int]], subsets: dict[torch.dtype, Sequence[tuple[int, int, int]]],
         dtypes: Sequence[torch.dtype], thread_counts: Sequence[int], modes: Sequence[str], max_autotune: bool,
         min_run_time: float, rounds: int, device: str, output: Optional[Path]) -> list[dict]:
     machine = machine_name(device)
@@ -219,27 +224,32 @@ def run(shapes: Sequence[tuple[int, int, int]], subset: Sequence[tuple[int, int,
     rows: list[dict] = []
     header = (f"{'threads':>7} {'dtype':>8} {'shape (N, K, M)':>24} {'mode':>8} {'impl':>20} {'median ms':>10} "
               f"{'x eager':>8} {'floor %':>8} {'peak MiB':>9}")
-    for threads in thread_counts:
-        torch.set_num_threads(threads)
-        bandwidth = copy_bandwidth(threads, device)
-        print(f"\n# {threads} thread(s): copy bandwidth {bandwidth / 1e9:.1f} GB/s")
-        rates = {dtype: matmul_rate(dtype, threads, device) for dtype in dtypes}
-        for dtype, rate in rates.items():
-            print(f"# {threads} thread(s): {dtype} large matmul {rate / 1e9:.0f} GFLOP/s")
-        print(header)
-        for dtype in dtypes:
-            for shape in shapes:
-                if dtype != torch.float32 and shape not in subset:
-                    continue
-                case = setup(shape, dtype, device)
-                torch._dynamo.reset()
-                impls = implementations(max_autotune)
-                for mode in modes:
-                    rows += measure_case(case, mode, impls, threads, bandwidth, rates[dtype], min_run_time,
-                                         rounds, device, machine)
-                # Written after every case, so a run stopped by a time limit keeps what it measured.
-                if output is not None and rows:
-                    write_csv(rows, output)
+    # The thread count is the caller's again afterwards (run is also called from tests and notebooks).
+    previous_threads = torch.get_num_threads()
+    try:
+        for threads in thread_counts:
+            torch.set_num_threads(threads)
+            bandwidth = copy_bandwidth(threads, device)
+            print(f"\n# {threads} thread(s): copy bandwidth {bandwidth / 1e9:.1f} GB/s")
+            rates = {dtype: matmul_rate(dtype, threads, device) for dtype in dtypes}
+            for dtype, rate in rates.items():
+                print(f"# {threads} thread(s): {dtype} large matmul {rate / 1e9:.0f} GFLOP/s")
+            print(header)
+            for dtype in dtypes:
+                for shape in shapes:
+                    if shape not in subsets.get(dtype, shapes):
+                        continue
+                    case = setup(shape, dtype, device)
+                    torch._dynamo.reset()
+                    impls = implementations(max_autotune)
+                    for mode in modes:
+                        rows += measure_case(case, mode, impls, threads, bandwidth, rates[dtype], min_run_time,
+                                             rounds, device, machine)
+                    # Written after every case, so a run stopped by a time limit keeps what it measured.
+                    if output is not None and rows:
+                        write_csv(rows, output)
+    finally:
+        torch.set_num_threads(previous_threads)
     if output is not None and rows:
         print(f"\n# wrote {output}")
     return rows
@@ -362,14 +372,14 @@ def main(argv=None) -> int:
     plot = args.plot or Path(f"benchmarks/results/{args.device}_speedup.png")
     torch.backends.cuda.matmul.allow_tf32 = args.allow_tf32
     if args.device == "cuda":
-        shapes, subset, threads = GPU_SHAPES, GPU_SUBSET, [torch.get_num_threads()]
+        shapes, subsets, threads = GPU_SHAPES, GPU_SUBSETS, [torch.get_num_threads()]
     else:
-        shapes, subset, threads = SHAPES, SUBSET, sorted(set(args.threads))
+        shapes, subsets, threads = SHAPES, SUBSETS, sorted(set(args.threads))
     if args.shapes:
         # Shapes asked for by name are measured in every dtype asked for.
-        shapes = subset = args.shapes
+        shapes, subsets = args.shapes, {}
     started = time.time()
-    rows = run(shapes, subset, [getattr(torch, name) for name in args.dtypes], threads, args.modes,
+    rows = run(shapes, subsets, [getattr(torch, name) for name in args.dtypes], threads, args.modes,
                args.max_autotune, args.min_run_time, args.rounds, args.device, output)
     if rows:
         plot_speedups(output, plot)

@@ -117,20 +117,26 @@ def test_bias_gradient_is_accurate_over_a_long_batch(device):
     torch.testing.assert_close(b.grad.double(), expected, rtol=1e-6, atol=0)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("rows", [4095, 4097, 20000])
-@pytest.mark.parametrize("features", [(3, 2), (30, 1), (7, 8), (64, 3), (37, 45), (64, 64)])
-def test_row_strided_input_across_chunks(rows, features, device):
-    # Rows of a wider tensor: the kernels read them in place through the row stride.
+@pytest.mark.parametrize("features", [(3, 2), (30, 1), (7, 8), (64, 3), (37, 12), (37, 45), (64, 64)])
+def test_row_strided_input_across_chunks(rows, features, dtype, device):
+    # Rows of a wider tensor: the kernels read them in place through the row stride. (37, 12) takes the one-vector
+    # tiles in float32 on AVX-512.
     in_features, out_features = features
-    wide = torch.randn(rows, in_features + 5, dtype=torch.float64).to(device).requires_grad_()
+    wide = torch.randn(rows, in_features + 5, dtype=dtype).to(device).requires_grad_()
     x = wide[:, 2:2 + in_features]
-    w = torch.randn(out_features, in_features, dtype=torch.float64).to(device).requires_grad_()
-    b = torch.randn(out_features, dtype=torch.float64).to(device).requires_grad_()
-    grad_output = torch.randn(rows, out_features, dtype=torch.float64).to(device)
-    ours = torch.autograd.grad(linear_sigmoid(x, w, b), (wide, w, b), grad_output)
-    eager = torch.autograd.grad(reference_linear_sigmoid(x, w, b), (wide, w, b), grad_output)
+    w = torch.randn(out_features, in_features, dtype=dtype).to(device).requires_grad_()
+    b = torch.randn(out_features, dtype=dtype).to(device).requires_grad_()
+    grad_output = torch.randn(rows, out_features, dtype=dtype).to(device)
+    out = linear_sigmoid(x, w, b)
+    expected = reference_linear_sigmoid(x, w, b)
+    assert_close_to_reference(out, expected, dtype)
+    ours = torch.autograd.grad(out, (wide, w, b), grad_output)
+    eager = torch.autograd.grad(expected, (wide, w, b), grad_output)
     for a, e in zip(ours, eager):
-        torch.testing.assert_close(a, e)
+        # Gradients sum over the rows: float32's absolute tolerance grows with their count.
+        assert_close_to_reference(a, e, dtype, scale=rows**0.5)
 
 
 @pytest.mark.parametrize("entry", [linear_sigmoid, LinearSigmoidFunction.apply], ids=["op", "Function"])
@@ -161,3 +167,15 @@ def test_float32_gradients_within_twice_eagers_error(shape, device):
     _, exact = eager_gradients(reference_linear_sigmoid, exact_inputs, grad_output.double())
     for name, a, e, x64 in zip(("grad_input", "grad_weight", "grad_bias"), ours, eager, exact):
         assert_within_twice_eager_error(a, e, x64, f"{name} {shape}")
+
+
+@pytest.mark.parametrize("dtype, in_features", [(torch.float32, 1025), (torch.float64, 1024)])
+def test_wide_grad_input_written_around_the_cache(dtype, in_features, device):
+    # The direct kernel writes a chunk's grad_input of 16 MiB or more with non-temporal stores, where rows are
+    # aligned for them (1025 float features: only some are), and ordinary stores elsewhere; two chunks of rows.
+    x, w, b = leaves((4100,), in_features, 2, dtype, device)
+    grad_output = torch.randn(4100, 2, dtype=dtype).to(device)
+    _, ours = eager_gradients(linear_sigmoid, (x, w, b), grad_output)
+    _, eager = eager_gradients(reference_linear_sigmoid, (x, w, b), grad_output)
+    for a, e in zip(ours, eager):
+        assert_close_to_reference(a, e, dtype, scale=4100**0.5)

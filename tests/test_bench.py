@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_bench_writes_every_implementation_and_summarizes(tmp_path):
     output = tmp_path / "cpu.csv"
-    rows = bench.run(shapes=[(64, 8, 16)], subset=[], dtypes=[torch.float32], thread_counts=[1],
+    rows = bench.run(shapes=[(64, 8, 16)], subsets={}, dtypes=[torch.float32], thread_counts=[1],
                      modes=["forward", "full"], max_autotune=False, min_run_time=0.01, rounds=2, device="cpu",
                      output=output)
     with output.open() as handle:

@@ -78,13 +78,20 @@ def test_empty_batch(features, device):
     assert out.shape == (0, 4, out_features)
 
 
+@pytest.mark.parametrize("out_features", [3, 12, 40])  # direct, one-vector tiled, two-vector tiled
 @pytest.mark.parametrize("with_bias", [True, False])
-def test_zero_in_features_gives_sigmoid_of_bias(with_bias, device):
+def test_zero_in_features_gives_sigmoid_of_bias(with_bias, out_features, device):
     x = torch.empty(5, 0, device=device)
-    w = torch.empty(3, 0, device=device)
-    b = make((3,), torch.float32, device) if with_bias else None
+    w = torch.empty(out_features, 0, device=device)
+    b = make((out_features,), torch.float32, device).requires_grad_() if with_bias else None
     out = linear_sigmoid(x, w, b)
-    assert_close_to_reference(out, reference_linear_sigmoid(x, w, b), torch.float32)
+    expected = reference_linear_sigmoid(x, w, b)
+    assert_close_to_reference(out, expected, torch.float32)
+    if with_bias:
+        grad_output = make((5, out_features), torch.float32, device, 1)
+        (ours,) = torch.autograd.grad(out, b, grad_output)
+        (eager,) = torch.autograd.grad(expected, b, grad_output)
+        assert_close_to_reference(ours, eager, torch.float32)
 
 
 def test_zero_out_features(device):

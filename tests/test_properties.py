@@ -30,8 +30,8 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 DTYPES = (torch.float32, torch.float64, torch.bfloat16)
 # Feature counts skewed small (most draws are cheap) but spanning every kernel: in_features up to 8 and
-# out_features up to 4 have exact-shape loops, out_features up to 8 the direct kernel, 9..31 the GEMM path, from 32
-# the tiled one until the weight passes 512 KiB (600 x 300 float32), then GEMM again.
+# out_features up to 4 have exact-shape loops, out_features up to 8 the direct kernel, from 9 the tiled one (one
+# vector wide up to 16 float outputs on AVX-512) until the weight passes 512 KiB (600 x 300 float32), then GEMM.
 # 0 (an empty weight) is drawn apart, rarely (see rarely_zero).
 IN_FEATURES = st.one_of(st.integers(1, 8), st.integers(9, 80), st.integers(81, 600))
 OUT_FEATURES = st.one_of(st.integers(1, 4), st.integers(5, 8), st.integers(9, 31), st.integers(32, 300))
@@ -59,8 +59,8 @@ def kernel_path(leading, in_features, out_features, dtype):
     if dtype in (torch.float32, torch.float64):
         if out_features <= 8:
             return "direct, exact shape" if exact_shape else "direct, vectorised"
-        if out_features >= 32 and in_features * out_features * dtype.itemsize <= 512 * 1024:
-            return "tiled"
+        if in_features * out_features * dtype.itemsize <= 512 * 1024:
+            return "tiled, one vector wide" if dtype == torch.float32 and out_features <= 16 else "tiled"
         return "GEMM in blocks" if rows * in_features * out_features >= 2**22 and rows > 64 else "GEMM, one call"
     if in_features <= 8 and out_features <= 4:
         return "direct, exact shape" if exact_shape else "direct, vectorised"
@@ -339,8 +339,10 @@ PATH_EXAMPLES = [
     Problem(torch.float32, (7, 5), 30, 8, False, ("dims_reversed", "contiguous", "contiguous")),  # vectorised
     Problem(torch.float32, (33,), 64, 64, True, ("contiguous", "transposed", "expanded")),       # tiled
     Problem(torch.float64, (4, 9), 100, 40, True, ("expanded", "row_padded", "contiguous")),     # tiled
-    Problem(torch.float32, (10,), 16, 17, True),                   # GEMM, one call
-    Problem(torch.float64, (3000,), 64, 24, True),                 # GEMM in blocks
+    Problem(torch.float32, (10,), 16, 12, True),                   # tiled, one vector wide (AVX-512)
+    Problem(torch.float64, (3000,), 64, 24, True),                 # tiled, padded columns
+    Problem(torch.float32, (10,), 400, 400, True),                 # GEMM, one call
+    Problem(torch.float64, (100,), 300, 300, True),                # GEMM in blocks
     Problem(torch.float32, (4, 7), 600, 300, True, ("contiguous", "feature_step", "contiguous")),  # large weight
     Problem(torch.bfloat16, (50,), 20, 12, False),                 # half type on GEMM
     Problem(torch.float32, (0, 3), 5, 2, True),                    # empty batch

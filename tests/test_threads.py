@@ -17,10 +17,11 @@ CASES = [
     # An odd row count: a thread's range then starts off a multiple of the kernel's four-row groups.
     ("direct vectorised", 9001, 30, 5, torch.float64),
     ("tiled", 1000, 64, 64, torch.float32),
-    ("GEMM one call", 200, 64, 16, torch.float32),
-    ("GEMM one call, 9 outputs", 1000, 64, 9, torch.float32),
-    ("GEMM in blocks", 5000, 64, 16, torch.float64),
-    ("GEMM, weight over 512 KiB", 700, 300, 500, torch.float32),
+    ("tiled, one vector wide", 1001, 64, 12, torch.float32),
+    ("tiled, 9 outputs", 1000, 64, 9, torch.float64),
+    ("GEMM one call", 20, 300, 500, torch.float32),
+    ("GEMM in blocks", 700, 300, 300, torch.float64),
+    ("GEMM in blocks, float32", 700, 300, 500, torch.float32),
     ("GEMM bfloat16", 500, 20, 12, torch.bfloat16),
 ]
 IDS = [case[0] for case in CASES]
