@@ -155,12 +155,14 @@ def test_double_backward_with_zero_features(features, entry, device):
 )
 def test_float32_gradients_within_twice_eagers_error(shape, device):
     # Every backward path sums over the rows in its own order (register tiles, chunk partials); each gradient is
-    # held to the float64 result within twice eager's own float32 error.
+    # held to the float64 result within twice eager's own float32 error. The output gradient is fixed data: with
+    # one or a few outputs the bias gradient is a handful of numbers, and eager's error on them swings by 10x with
+    # the data (its float rounding can cancel the float dz's own), so unseeded data made this test a coin toss.
     rows, in_features, out_features = shape
     x, w, b = leaves((rows,), in_features, out_features, torch.float32, device)
     with torch.no_grad():
         w /= in_features**0.5
-    grad_output = torch.randn(rows, out_features).to(device)
+    grad_output = torch.randn(rows, out_features, generator=torch.Generator().manual_seed(1)).to(device)
     _, ours = eager_gradients(linear_sigmoid, (x, w, b), grad_output)
     _, eager = eager_gradients(reference_linear_sigmoid, (x, w, b), grad_output)
     exact_inputs = [t.detach().double().requires_grad_() for t in (x, w, b)]

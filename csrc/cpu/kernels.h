@@ -47,7 +47,7 @@ struct KernelTable {
   void (*sigmoid_inplace)(c10::ScalarType dtype, void* y, int64_t n);
 
   // dz = dy * y * (1 - y) for a contiguous (rows, M) block, and, when column_sums is not null, adds each
-  // column of dz into column_sums[M] (float for the half types and float, double for double) in the same pass.
+  // column of dz into column_sums[M], in double, in the same pass.
   void (*sigmoid_backward_rows)(
       c10::ScalarType dtype,
       const void* dy,
@@ -55,12 +55,12 @@ struct KernelTable {
       int64_t rows,
       int64_t M,
       void* dz,
-      void* column_sums);
+      double* column_sums);
 
   // The whole backward of the direct kernel's shapes in one pass over contiguous (rows, M) blocks of dy and y and
   // rows of x (row stride ldx): dz = dy * y * (1 - y) stays in a block buffer in opmath and is never stored;
-  // dx (contiguous (rows, K)) gets dz @ w when not null; weight_sums (M, K) and bias_sums (M), in opmath, get
-  // this block's dz^T @ x and column sums of dz added when not null.
+  // dx (contiguous (rows, K)) gets dz @ w when not null; weight_sums (M, K), in opmath, and bias_sums (M), in
+  // double, get this block's dz^T @ x and column sums of dz added when not null.
   using BackwardRowsKernel = void (*)(
       c10::ScalarType dtype,
       const void* dy,
@@ -73,7 +73,7 @@ struct KernelTable {
       int64_t M,
       void* dx,
       void* weight_sums,
-      void* bias_sums);
+      double* bias_sums);
   BackwardRowsKernel linear_sigmoid_backward_rows;
 
   // The same contract for the tiled kernel's shapes (float and double only), by register tiles: dz stays in a

@@ -603,86 +603,50 @@ void sigmoid_inplace(c10::ScalarType dtype, void* y, int64_t n) {
   });
 }
 
-// Column sums of a contiguous (rows, M) block for a fixed M, read as flat vectors: over every M consecutive vectors
-// the lane pattern repeats (lane i of vector t holds column (t * V + i) % M), so M vector accumulators take whole
-// vectors whatever M is. Each group of kSumGroup such steps is summed in float, then its lanes are added in
-// double: a float running sum down a whole block lost up to ten times eager's (cascaded) precision.
-constexpr int64_t kSumGroup = 8;
-
+// column_sums[m] += sum_r dz[r, m] for a contiguous (rows, M) block, in double. Every float is exact in double and
+// a double sum of a few million of them keeps far more bits than a float result can show, so the bias gradient is
+// rounded once, at the end: summed in float, even in groups, a one-output layer's bias gradient (whose terms
+// mostly cancel) came out up to eight times eager's cascaded float error.
+// For few outputs, rows go eight at a time into 8 * M independent sums (vector converts and adds), then fold.
 template <int M, typename T>
-void add_column_sums_flat(const T* dz, int64_t rows, T* column_sums) {
-  using Vec = Vectorized<T>;
-  constexpr int64_t V = Vec::size();
-  double sums[M] = {};
-  const int64_t n = rows * M;
-  int64_t i = 0;
-  while (i + M * V <= n) {
-    Vec acc[M];
-    FUSED_SIGMOID_UNROLL
-    for (int t = 0; t < M; ++t) {
-      acc[t] = Vec::loadu(dz + i + t * V);
-    }
-    i += M * V;
-    for (int64_t step = 1; step < kSumGroup && i + M * V <= n; ++step, i += M * V) {
-      FUSED_SIGMOID_UNROLL
-      for (int t = 0; t < M; ++t) {
-        acc[t] = acc[t] + Vec::loadu(dz + i + t * V);
-      }
-    }
-    T lanes[V];
-    for (int t = 0; t < M; ++t) {
-      acc[t].store(lanes);
-      for (int64_t lane = 0; lane < V; ++lane) {
-        sums[(t * V + lane) % M] += lanes[lane];
-      }
+void add_column_sums_few(const T* dz, int64_t rows, double* column_sums) {
+  constexpr int64_t kRowsPerStep = 8;
+  double sums[kRowsPerStep * M] = {};
+  int64_t r = 0;
+  for (; r + kRowsPerStep <= rows; r += kRowsPerStep) {
+    const T* step = dz + r * M;
+    for (int64_t i = 0; i < kRowsPerStep * M; ++i) {
+      sums[i] += static_cast<double>(step[i]);
     }
   }
-  // i is a multiple of M, so the leftover values start on a row boundary.
-  for (; i < n; ++i) {
-    sums[i % M] += dz[i];
+  for (; r < rows; ++r) {
+    for (int64_t m = 0; m < M; ++m) {
+      sums[m] += static_cast<double>(dz[r * M + m]);
+    }
   }
-  for (int m = 0; m < M; ++m) {
-    column_sums[m] += static_cast<T>(sums[m]);
+  for (int64_t i = 0; i < kRowsPerStep * M; ++i) {
+    column_sums[i % M] += sums[i];
   }
 }
 
-// column_sums[m] += sum_r dz[r, m], rows summed in groups of kTileDepth first, as the register tiles sum the
-// weight gradient: a single chain of additions down a chunk's rows loses about three times the precision of eager's
-// cascaded sum.
 template <typename T>
-void add_column_sums_by_depth_blocks(const T* dz, int64_t rows, int64_t M, T* column_sums) {
-  using Vec = Vectorized<T>;
-  constexpr int64_t V = Vec::size();
-  for (int64_t c0 = 0; c0 < M; c0 += V) {
-    const int64_t count = std::min<int64_t>(V, M - c0);
-    Vec total = load_columns(column_sums + c0, count);
-    for (int64_t r0 = 0; r0 < rows; r0 += kTileDepth) {
-      const int64_t r1 = std::min(rows, r0 + kTileDepth);
-      Vec group = load_columns(dz + r0 * M + c0, count);
-      for (int64_t r = r0 + 1; r < r1; ++r) {
-        group = group + load_columns(dz + r * M + c0, count);
-      }
-      total = total + group;
-    }
-    total.store(column_sums + c0, count);
-  }
-}
-
-// column_sums[m] += sum_r dz[r, m] for a contiguous (rows, M) block, in groups short enough that the float
-// rounding stays near eager's cascaded sum: along the flat block for the direct kernel's out_features (<= 8), by
-// groups of rows otherwise.
-template <typename T>
-void add_column_sums(const T* dz, int64_t rows, int64_t M, T* column_sums) {
+void add_column_sums(const T* dz, int64_t rows, int64_t M, double* column_sums) {
   switch (M) {
-    case 1: return add_column_sums_flat<1>(dz, rows, column_sums);
-    case 2: return add_column_sums_flat<2>(dz, rows, column_sums);
-    case 3: return add_column_sums_flat<3>(dz, rows, column_sums);
-    case 4: return add_column_sums_flat<4>(dz, rows, column_sums);
-    case 5: return add_column_sums_flat<5>(dz, rows, column_sums);
-    case 6: return add_column_sums_flat<6>(dz, rows, column_sums);
-    case 7: return add_column_sums_flat<7>(dz, rows, column_sums);
-    case 8: return add_column_sums_flat<8>(dz, rows, column_sums);
-    default: return add_column_sums_by_depth_blocks(dz, rows, M, column_sums);
+    case 1: return add_column_sums_few<1>(dz, rows, column_sums);
+    case 2: return add_column_sums_few<2>(dz, rows, column_sums);
+    case 3: return add_column_sums_few<3>(dz, rows, column_sums);
+    case 4: return add_column_sums_few<4>(dz, rows, column_sums);
+    case 5: return add_column_sums_few<5>(dz, rows, column_sums);
+    case 6: return add_column_sums_few<6>(dz, rows, column_sums);
+    case 7: return add_column_sums_few<7>(dz, rows, column_sums);
+    case 8: return add_column_sums_few<8>(dz, rows, column_sums);
+    default:
+      // Many outputs: a row at a time, the compiler vectorising along the row.
+      for (int64_t r = 0; r < rows; ++r) {
+        for (int64_t m = 0; m < M; ++m) {
+          column_sums[m] += static_cast<double>(dz[r * M + m]);
+        }
+      }
   }
 }
 
@@ -720,7 +684,7 @@ void sigmoid_backward_rows_typed(
     int64_t rows,
     int64_t M,
     scalar_t* dz,
-    at::opmath_type<scalar_t>* column_sums) {
+    double* column_sums) {
   using T = at::opmath_type<scalar_t>;
   const int64_t n = rows * M;
   if constexpr (std::is_same_v<T, scalar_t>) {
@@ -750,7 +714,7 @@ void linear_sigmoid_backward_rows_typed(
     int64_t M,
     scalar_t* dx,
     at::opmath_type<scalar_t>* weight_sums,
-    at::opmath_type<scalar_t>* bias_sums) {
+    double* bias_sums) {
   using T = at::opmath_type<scalar_t>;
   const std::vector<T> w(weight, weight + M * K);
   const FixedBackward<T> fixed = fixed_kernels<T>(K, M).second;
@@ -763,8 +727,19 @@ void linear_sigmoid_backward_rows_typed(
   std::vector<T> x_block(needs_opmath_copy && weight_sums != nullptr ? block_rows * K : 0);
   std::vector<T> dx_block(needs_opmath_copy && dx != nullptr ? block_rows * K : 0);
   // A chunk's grad_input this large (wide rows: 4096 float rows of 1024 features and more) is written with
-  // non-temporal stores, as BLAS does: 1.3x faster at 8192 x 4096 -> 1 than stores that read every line first.
+  // non-temporal stores, after one store per page has faulted in its fresh pages all at once. Writing a fresh
+  // 128 MiB output is mostly page faults; measured at 8192 x 4096 -> 1, one thread, the grad_input alone took 75 ms
+  // with ordinary stores, 67 ms streamed, and the whole training step went from 0.85x eager to 0.97x with the pages
+  // faulted first (with transparent huge pages, THP_MEM_ALLOC_ENABLE=1, where faults are few, the first pass costs
+  // about 3 ms of a 30 ms step).
   const bool stream_dx = !needs_opmath_copy && rows * K * int64_t(sizeof(T)) >= kStreamingBytes;
+  if (stream_dx && dx != nullptr) {
+    constexpr int64_t kPage = 4096;
+    char* bytes = reinterpret_cast<char*>(dx);
+    for (int64_t offset = 0; offset < rows * K * int64_t(sizeof(scalar_t)); offset += kPage) {
+      bytes[offset] = 0;
+    }
+  }
   for (int64_t r0 = 0; r0 < rows; r0 += block_rows) {
     const int64_t n = std::min(block_rows, rows - r0);
     sigmoid_grad<scalar_t>(dy + r0 * M, y + r0 * M, n * M, dz.data(), nullptr);
@@ -806,7 +781,7 @@ void linear_sigmoid_backward_rows_typed(
 template <typename T>
 void linear_sigmoid_backward_tiled_rows_typed(const T* dy, const T* y, const T* x, int64_t ldx, const T* weight,
                                               int64_t rows, int64_t K, int64_t M, T* dx, T* weight_sums,
-                                              T* bias_sums) {
+                                              double* bias_sums) {
   using Vec = Vectorized<T>;
   constexpr int64_t V = Vec::size();
   constexpr int64_t tile_cols = kTileVectors * V;
@@ -882,7 +857,7 @@ void linear_sigmoid_backward_tiled_rows(
     int64_t M,
     void* dx,
     void* weight_sums,
-    void* bias_sums) {
+    double* bias_sums) {
   AT_DISPATCH_FLOATING_TYPES(dtype, "linear_sigmoid_backward_tiled_rows", [&] {
     linear_sigmoid_backward_tiled_rows_typed(
         static_cast<const scalar_t*>(dy),
@@ -895,7 +870,7 @@ void linear_sigmoid_backward_tiled_rows(
         M,
         static_cast<scalar_t*>(dx),
         static_cast<scalar_t*>(weight_sums),
-        static_cast<scalar_t*>(bias_sums));
+        bias_sums);
   });
 }
 
@@ -911,7 +886,7 @@ void linear_sigmoid_backward_rows(
     int64_t M,
     void* dx,
     void* weight_sums,
-    void* bias_sums) {
+    double* bias_sums) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, dtype, "linear_sigmoid_backward_rows", [&] {
     using T = at::opmath_type<scalar_t>;
     linear_sigmoid_backward_rows_typed(
@@ -925,7 +900,7 @@ void linear_sigmoid_backward_rows(
         M,
         static_cast<scalar_t*>(dx),
         static_cast<T*>(weight_sums),
-        static_cast<T*>(bias_sums));
+        bias_sums);
   });
 }
 
@@ -936,7 +911,7 @@ void sigmoid_backward_rows(
     int64_t rows,
     int64_t M,
     void* dz,
-    void* column_sums) {
+    double* column_sums) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, dtype, "sigmoid_backward_rows", [&] {
     sigmoid_backward_rows_typed(
         static_cast<const scalar_t*>(dy),
@@ -944,7 +919,7 @@ void sigmoid_backward_rows(
         rows,
         M,
         static_cast<scalar_t*>(dz),
-        static_cast<at::opmath_type<scalar_t>*>(column_sums));
+        column_sums);
   });
 }
 

@@ -177,13 +177,13 @@ at::Tensor linear_sigmoid_cpu(
   return output;
 }
 
-// Per-block partial sums that the kernels add into, in the kernels' accumulation type (double for double inputs,
-// float otherwise), and their total. Blocks are fixed by the shape and added in order, in double, so the total
-// does not depend on the thread count.
+// Per-block partial sums that the kernels add into, and their total. They are held in double when accumulate_type
+// is double (bias sums always; weight sums of double inputs), in float otherwise. Blocks are fixed by the shape and
+// added in order, in double, so the total does not depend on the thread count.
 class BlockSums {
  public:
-  BlockSums(at::ScalarType dtype, int64_t num_blocks, int64_t count)
-      : in_double_(dtype == at::kDouble),
+  BlockSums(at::ScalarType accumulate_type, int64_t num_blocks, int64_t count)
+      : in_double_(accumulate_type == at::kDouble),
         num_blocks_(num_blocks),
         count_(count),
         storage_(num_blocks * count * element_size(), 0) {}
@@ -230,7 +230,7 @@ at::Tensor sigmoid_grad_and_bias_grad(const at::Tensor& dy, const at::Tensor& y,
   at::Tensor dz = at::empty_like(y);
   const int64_t block_rows = backward_block_rows(M);
   const int64_t num_blocks = (N + block_rows - 1) / block_rows;
-  BlockSums bias_sums(y.scalar_type(), grad_bias != nullptr ? num_blocks : 0, M);
+  BlockSums bias_sums(at::kDouble, grad_bias != nullptr ? num_blocks : 0, M);
   const int64_t element_size = y.element_size();
   const int64_t grain_blocks = std::max<int64_t>(1, at::internal::GRAIN_SIZE / (block_rows * M));
   at::parallel_for(0, num_blocks, grain_blocks, [&](int64_t first, int64_t last) {
@@ -243,7 +243,7 @@ at::Tensor sigmoid_grad_and_bias_grad(const at::Tensor& dy, const at::Tensor& y,
           std::min(block_rows, N - block * block_rows),
           M,
           mutable_byte_ptr(dz) + offset,
-          grad_bias != nullptr ? bias_sums.block(block) : nullptr);
+          grad_bias != nullptr ? static_cast<double*>(bias_sums.block(block)) : nullptr);
     }
   });
   if (grad_bias != nullptr) {
@@ -287,7 +287,7 @@ std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>, std::optional<a
   const int64_t num_chunks = (N + chunk_rows - 1) / chunk_rows;
   at::Tensor grad_input = output_mask[0] ? at::empty({N, K}, x.options()) : at::Tensor();
   BlockSums weight_sums(y.scalar_type(), output_mask[1] ? num_chunks : 0, M * K);
-  BlockSums bias_sums(y.scalar_type(), output_mask[2] ? num_chunks : 0, M);
+  BlockSums bias_sums(at::kDouble, output_mask[2] ? num_chunks : 0, M);
   const int64_t element_size = x.element_size();
   const int64_t ldx = x.stride(0);
   at::parallel_for(0, num_chunks, 1, [&](int64_t first, int64_t last) {
@@ -305,7 +305,7 @@ std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>, std::optional<a
           M,
           output_mask[0] ? mutable_byte_ptr(grad_input) + r0 * K * element_size : nullptr,
           output_mask[1] ? weight_sums.block(chunk) : nullptr,
-          output_mask[2] ? bias_sums.block(chunk) : nullptr);
+          output_mask[2] ? static_cast<double*>(bias_sums.block(chunk)) : nullptr);
     }
   });
   std::optional<at::Tensor> grad_weight;
