@@ -181,3 +181,27 @@ def test_wide_grad_input_written_around_the_cache(dtype, in_features, device):
     _, eager = eager_gradients(reference_linear_sigmoid, (x, w, b), grad_output)
     for a, e in zip(ours, eager):
         assert_close_to_reference(a, e, dtype, scale=4100**0.5)
+
+
+@pytest.mark.parametrize("dtype, case", [
+    (torch.float32, (3000, 3, 2)),      # direct, exact shape
+    (torch.float32, (5000, 30, 1)),     # direct, vectorised, two chunks
+    (torch.float32, (2000, 100, 12)),   # tiled, one vector wide on AVX-512
+    (torch.float32, (2000, 64, 64)),    # tiled
+    (torch.float32, (500, 600, 300)),   # GEMM
+    (torch.bfloat16, (500, 20, 12)),    # GEMM, half type
+])
+def test_bias_gradient_is_the_rounded_exact_sum_of_dz(dtype, case, device):
+    # Every path sums a float or half bias gradient in double and rounds once: it is the exact column sum of
+    # dz = dy * (1 - y) * y (formed in float for the half types, as the kernels do), rounded to the dtype.
+    rows, in_features, out_features = case
+    x, w, b = leaves((rows,), in_features, out_features, dtype, device)
+    out = linear_sigmoid(x, w, b)
+    grad_output = torch.randn(rows, out_features, generator=torch.Generator().manual_seed(1)).to(device, dtype)
+    (grad_bias,) = torch.autograd.grad(out, b, grad_output)
+    y, dy = out.detach().float(), grad_output.float()
+    dz = dy * (1 - y) * y
+    expected = dz.double().sum(0)
+    # One rounding to the dtype (for bfloat16 through float, as the total is stored) is at most one ulp of the result.
+    ulp = torch.finfo(dtype).eps * expected.abs()
+    assert ((grad_bias.double() - expected).abs() <= ulp).all(), (grad_bias.double() - expected).abs().max()
