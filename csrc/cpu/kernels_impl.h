@@ -651,7 +651,8 @@ void add_column_sums(const T* dz, int64_t rows, int64_t M, double* column_sums) 
 }
 
 // dz = dy * (1 - y) * y in opmath into dz_opmath and, for the half types when dz_rounded is not null, rounded to
-// scalar_t there too. (When scalar_t is its own opmath type there is nothing to round.)
+// scalar_t there too. (When scalar_t is its own opmath type there is nothing to round.) For the half types
+// dz_opmath may be null when only the rounded dz is wanted.
 template <typename scalar_t>
 void sigmoid_grad(const scalar_t* dy, const scalar_t* y, int64_t n, at::opmath_type<scalar_t>* dz_opmath,
                   scalar_t* dz_rounded) {
@@ -669,9 +670,11 @@ void sigmoid_grad(const scalar_t* dy, const scalar_t* y, int64_t n, at::opmath_t
       if (dz_rounded != nullptr) {
         at::vec::convert_from_float<scalar_t>(g0, g1).store(dz_rounded + i, count);
       }
-      g0.store(dz_opmath + i, std::min<int64_t>(count, fVec::size()));
-      if (count > fVec::size()) {
-        g1.store(dz_opmath + i + fVec::size(), count - fVec::size());
+      if (dz_opmath != nullptr) {
+        g0.store(dz_opmath + i, std::min<int64_t>(count, fVec::size()));
+        if (count > fVec::size()) {
+          g1.store(dz_opmath + i + fVec::size(), count - fVec::size());
+        }
       }
     }
   }
@@ -693,12 +696,19 @@ void sigmoid_backward_rows_typed(
       add_column_sums(dz, rows, M, column_sums);
     }
   } else {
-    // The bias gradient is summed from dz in float, before dz is rounded to the half type for the GEMMs.
-    std::vector<T> dz_opmath(n);
-    sigmoid_grad(dy, y, n, dz_opmath.data(), dz);
-    if (column_sums != nullptr) {
-      add_column_sums(dz_opmath.data(), rows, M, column_sums);
+    // The bias gradient is summed from dz in float, before dz is rounded to the half type for the GEMMs. The float
+    // dz is formed only for that sum, and a small block's lives on the stack: this runs once per block of 16 rows
+    // or more, and a heap buffer per call made the dz-and-bias pass 20% slower (bfloat16 65536 x 64 -> 64).
+    if (column_sums == nullptr) {
+      sigmoid_grad<scalar_t>(dy, y, n, nullptr, dz);
+      return;
     }
+    constexpr int64_t kStackValues = 1024;
+    alignas(64) T stack_buffer[kStackValues];
+    std::vector<T> heap_buffer(n > kStackValues ? n : 0);
+    T* dz_opmath = n > kStackValues ? heap_buffer.data() : stack_buffer;
+    sigmoid_grad(dy, y, n, dz_opmath, dz);
+    add_column_sums(dz_opmath, rows, M, column_sums);
   }
 }
 
