@@ -742,11 +742,12 @@ void linear_sigmoid_backward_rows_typed(
   // with ordinary stores, 67 ms streamed, and the whole training step went from 0.85x eager to 0.97x with the pages
   // faulted first (with transparent huge pages, THP_MEM_ALLOC_ENABLE=1, where faults are few, the first pass costs
   // about 3 ms of a 30 ms step).
-  const bool stream_dx = !needs_opmath_copy && rows * K * int64_t(sizeof(T)) >= kStreamingBytes;
+  const int64_t dx_bytes = rows * K * int64_t(sizeof(scalar_t));
+  const bool stream_dx = !needs_opmath_copy && dx_bytes >= kStreamingBytes;
   if (stream_dx && dx != nullptr) {
     constexpr int64_t kPage = 4096;
     char* bytes = reinterpret_cast<char*>(dx);
-    for (int64_t offset = 0; offset < rows * K * int64_t(sizeof(scalar_t)); offset += kPage) {
+    for (int64_t offset = 0; offset < dx_bytes; offset += kPage) {
       bytes[offset] = 0;
     }
   }
@@ -855,6 +856,17 @@ void linear_sigmoid_backward_tiled_rows_typed(const T* dy, const T* y, const T* 
   }
 }
 
+// Calls typed(...) with the backward kernels' untyped arguments cast for scalar_t (weight_sums in its opmath type):
+// the one place the two backward entry points below turn void pointers into typed ones.
+template <typename scalar_t, typename Typed>
+void call_with_typed_backward_args(const Typed& typed, const void* dy, const void* y, const void* x, int64_t ldx,
+                                   const void* w, int64_t rows, int64_t K, int64_t M, void* dx, void* weight_sums,
+                                   double* bias_sums) {
+  typed(static_cast<const scalar_t*>(dy), static_cast<const scalar_t*>(y), static_cast<const scalar_t*>(x), ldx,
+        static_cast<const scalar_t*>(w), rows, K, M, static_cast<scalar_t*>(dx),
+        static_cast<at::opmath_type<scalar_t>*>(weight_sums), bias_sums);
+}
+
 void linear_sigmoid_backward_tiled_rows(
     c10::ScalarType dtype,
     const void* dy,
@@ -869,18 +881,9 @@ void linear_sigmoid_backward_tiled_rows(
     void* weight_sums,
     double* bias_sums) {
   AT_DISPATCH_FLOATING_TYPES(dtype, "linear_sigmoid_backward_tiled_rows", [&] {
-    linear_sigmoid_backward_tiled_rows_typed(
-        static_cast<const scalar_t*>(dy),
-        static_cast<const scalar_t*>(y),
-        static_cast<const scalar_t*>(x),
-        ldx,
-        static_cast<const scalar_t*>(w),
-        rows,
-        K,
-        M,
-        static_cast<scalar_t*>(dx),
-        static_cast<scalar_t*>(weight_sums),
-        bias_sums);
+    call_with_typed_backward_args<scalar_t>(
+        [](auto... args) { linear_sigmoid_backward_tiled_rows_typed(args...); }, dy, y, x, ldx, w, rows, K, M, dx,
+        weight_sums, bias_sums);
   });
 }
 
@@ -898,19 +901,9 @@ void linear_sigmoid_backward_rows(
     void* weight_sums,
     double* bias_sums) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, dtype, "linear_sigmoid_backward_rows", [&] {
-    using T = at::opmath_type<scalar_t>;
-    linear_sigmoid_backward_rows_typed(
-        static_cast<const scalar_t*>(dy),
-        static_cast<const scalar_t*>(y),
-        static_cast<const scalar_t*>(x),
-        ldx,
-        static_cast<const scalar_t*>(w),
-        rows,
-        K,
-        M,
-        static_cast<scalar_t*>(dx),
-        static_cast<T*>(weight_sums),
-        bias_sums);
+    call_with_typed_backward_args<scalar_t>(
+        [](auto... args) { linear_sigmoid_backward_rows_typed(args...); }, dy, y, x, ldx, w, rows, K, M, dx,
+        weight_sums, bias_sums);
   });
 }
 
