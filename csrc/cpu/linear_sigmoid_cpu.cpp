@@ -57,7 +57,7 @@ constexpr int64_t kGemmSplit = 16;
 // Rows per block of the backward pass. It is fixed by the shape alone, never by the thread count, so the bias
 // gradient is summed in the same order however many threads run.
 int64_t backward_block_rows(int64_t out_features) {
-  return std::max<int64_t>(16, 1024 / std::max<int64_t>(out_features, 1));
+  return std::max<int64_t>(16, 16384 / std::max<int64_t>(out_features, 1));
 }
 
 const char* byte_ptr(const at::Tensor& t) {
