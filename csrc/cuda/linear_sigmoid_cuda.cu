@@ -1,17 +1,20 @@
 // CUDA implementation of the fused_sigmoid ops.
 //
 // Forward: shapes with few outputs (out_features <= 8, in_features <= 64: logistic heads and gates) run one
-// kernel that keeps the weight in shared memory, reads each row of x once and writes each output once. Larger
-// shapes run cuBLAS (through ATen's addmm, whose cuBLASLt path adds the bias in its epilogue) into the output,
-// then one in-place sigmoid pass: cuBLASLt has no sigmoid epilogue.
-// Backward: one kernel computes dz = dy * (1 - y) * y and fixed per-chunk column sums of it (the bias gradient,
-// summed in a fixed order, without atomics, so results repeat bit for bit); cuBLAS GEMMs give grad_input and
-// grad_weight. Everything runs on the current stream of the input's device, with int64 indexing.
+// kernel that keeps the weight in shared memory, stages tiles of rows of x there with coalesced loads, and writes
+// each tile's outputs once, consecutive threads on consecutive outputs. Larger shapes run cuBLAS (through ATen's
+// addmm, whose cuBLASLt path adds the bias in its epilogue) into the output, then one in-place sigmoid pass:
+// cuBLASLt has no sigmoid epilogue.
+// Backward: one kernel computes dz = dy * (1 - y) * y and per-chunk column sums of it in double, a second adds the
+// chunks (the bias gradient: summed in double and rounded once, as on the CPU, in a fixed order without atomics, so
+// results repeat bit for bit); cuBLAS GEMMs give grad_input and grad_weight. Everything runs on the current stream
+// of the input's device, with int64 indexing.
 #include "../checks.h"
 #include "../rows.h"
 
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
+#include <ATen/core/LegacyTypeDispatch.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <ATen/ops/addmm.h>
@@ -34,15 +37,34 @@ namespace {
 constexpr int kMaxSkinnyOutFeatures = 8;
 constexpr int kMaxSkinnyInFeatures = 64;
 constexpr int kThreads = 256;
-// Rows per chunk of the bias-gradient reduction: fixed, so the summation order never depends on the launch.
-constexpr int64_t kChunkRows = 4096;
-constexpr int kColumnsPerBlock = 32;
-constexpr int kRowLanes = 8;
+// The skinny kernel stages a tile of rows of x in shared memory, in opmath, so that the tile is read from global
+// memory with coalesced loads (a thread per row would read with a stride of K elements) and every output of the
+// tile is then written by consecutive threads.
+constexpr int kSkinnyTileBytes = 32 * 1024;
+constexpr int kMaxSkinnyTileRows = 256;
+// The backward's dz pass gives each thread this many rows of a chunk: enough work to cover its loads' latency,
+// few enough that even 65536 x 256 makes thousands of blocks.
+constexpr int kGradRowsPerThread = 16;
+constexpr int kMaxGradColumnsPerBlock = 32;
 
 // Eager PyTorch's CUDA sigmoid, 1 / (1 + exp(-z)) in opmath.
 template <typename T>
 __device__ __forceinline__ T sigmoid(T z) {
   return T(1) / (T(1) + ::exp(-z));
+}
+
+// Rows of x per tile of the skinny kernel, and the tile's row pitch in opmath elements: odd, so that threads reading
+// the same k of consecutive rows hit different shared-memory banks.
+struct SkinnyTile {
+  int rows;
+  int pitch;
+};
+
+template <typename opmath_t>
+__host__ __device__ SkinnyTile skinny_tile(int K) {
+  const int pitch = K | 1;
+  const int rows = static_cast<int>(kSkinnyTileBytes / sizeof(opmath_t)) / pitch;
+  return {rows < kMaxSkinnyTileRows ? rows : kMaxSkinnyTileRows, pitch};
 }
 
 template <typename scalar_t>
@@ -58,36 +80,40 @@ __global__ void linear_sigmoid_skinny_kernel(
   using opmath_t = at::opmath_type<scalar_t>;
   __shared__ opmath_t w_shared[kMaxSkinnyOutFeatures * kMaxSkinnyInFeatures];
   __shared__ opmath_t b_shared[kMaxSkinnyOutFeatures];
+  __shared__ opmath_t x_tile[kSkinnyTileBytes / sizeof(opmath_t)];
   for (int i = threadIdx.x; i < M * K; i += blockDim.x) {
     w_shared[i] = static_cast<opmath_t>(w[i]);
   }
   for (int i = threadIdx.x; i < M; i += blockDim.x) {
     b_shared[i] = bias != nullptr ? static_cast<opmath_t>(bias[i]) : opmath_t(0);
   }
-  __syncthreads();
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t row = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; row < rows; row += stride) {
-    const scalar_t* xr = x + row * ldx;
-    opmath_t acc[kMaxSkinnyOutFeatures];
-#pragma unroll
-    for (int m = 0; m < kMaxSkinnyOutFeatures; ++m) {
-      acc[m] = opmath_t(0);
+  const SkinnyTile tile = skinny_tile<opmath_t>(K);
+  const int64_t num_tiles = (rows + tile.rows - 1) / tile.rows;
+  for (int64_t t = blockIdx.x; t < num_tiles; t += gridDim.x) {
+    const int64_t first_row = t * tile.rows;
+    const int tile_rows = static_cast<int>(rows - first_row < tile.rows ? rows - first_row : tile.rows);
+    // Consecutive threads load consecutive elements of a row, and of the next row where a row ends.
+#pragma unroll 4
+    for (int e = threadIdx.x; e < tile_rows * K; e += blockDim.x) {
+      const int r = e / K;
+      const int k = e - r * K;
+      x_tile[r * tile.pitch + k] = static_cast<opmath_t>(x[(first_row + r) * ldx + k]);
     }
-    for (int k = 0; k < K; ++k) {
-      const opmath_t xk = static_cast<opmath_t>(xr[k]);
-#pragma unroll
-      for (int m = 0; m < kMaxSkinnyOutFeatures; ++m) {
-        if (m < M) {
-          acc[m] += xk * w_shared[m * K + k];
-        }
+    __syncthreads();
+    // The tile's outputs are contiguous in y: consecutive threads write consecutive outputs.
+    for (int o = threadIdx.x; o < tile_rows * M; o += blockDim.x) {
+      const int r = o / M;
+      const int m = o - r * M;
+      const opmath_t* xr = x_tile + r * tile.pitch;
+      const opmath_t* wm = w_shared + m * K;
+      opmath_t acc = opmath_t(0);
+      for (int k = 0; k < K; ++k) {
+        acc += xr[k] * wm[k];
       }
+      y[first_row * M + o] = static_cast<scalar_t>(sigmoid(acc + b_shared[m]));
     }
-#pragma unroll
-    for (int m = 0; m < kMaxSkinnyOutFeatures; ++m) {
-      if (m < M) {
-        y[row * M + m] = static_cast<scalar_t>(sigmoid(acc[m] + b_shared[m]));
-      }
-    }
+    // The next tile overwrites x_tile.
+    __syncthreads();
   }
 }
 
@@ -100,8 +126,23 @@ __global__ void sigmoid_inplace_kernel(scalar_t* __restrict__ y, int64_t n) {
   }
 }
 
-// dz = dy * (1 - y) * y for a (kChunkRows x kColumnsPerBlock) tile per block, and when partial_sums is not null
-// the tile's column sums in opmath (before dz is rounded), reduced over the row lanes in a fixed order.
+// How the dz pass lays its blocks over (rows, M): a block covers `columns` adjacent columns (all of them when
+// M < 32) of `chunk_rows` rows, its threads `columns` wide and `row_lanes` tall, so a warp reads consecutive
+// elements of y and dy. The layout depends on M alone, so the bias gradient's summation order is fixed by the shape.
+struct GradLayout {
+  int columns;
+  int row_lanes;
+  int64_t chunk_rows;
+};
+
+__host__ __device__ inline GradLayout grad_layout(int64_t M) {
+  const int columns = M < kMaxGradColumnsPerBlock ? static_cast<int>(M) : kMaxGradColumnsPerBlock;
+  const int row_lanes = kThreads / columns;
+  return {columns, row_lanes, static_cast<int64_t>(row_lanes) * kGradRowsPerThread};
+}
+
+// dz = dy * (1 - y) * y (when dz is not null) and, when partial_sums is not null, each chunk's column sums of the
+// opmath dz (before it is rounded) in double, reduced over the row lanes in a fixed order.
 template <typename scalar_t>
 __global__ void sigmoid_grad_kernel(
     const scalar_t* __restrict__ dy,
@@ -109,61 +150,77 @@ __global__ void sigmoid_grad_kernel(
     int64_t rows,
     int64_t M,
     scalar_t* __restrict__ dz,
-    at::opmath_type<scalar_t>* __restrict__ partial_sums) {
+    double* __restrict__ partial_sums) {
   using opmath_t = at::opmath_type<scalar_t>;
-  __shared__ opmath_t lane_sums[kRowLanes][kColumnsPerBlock];
+  __shared__ double lane_sums[kThreads];
+  const GradLayout layout = grad_layout(M);
   // One flat grid over (chunk, column block) pairs: x reaches 2^31 - 1 blocks, where y would stop at 65535 and
   // limit either the rows or the outputs.
-  const int64_t column_blocks = (M + kColumnsPerBlock - 1) / kColumnsPerBlock;
+  const int64_t column_blocks = (M + layout.columns - 1) / layout.columns;
   const int64_t chunk = blockIdx.x / column_blocks;
-  const int64_t column = (blockIdx.x % column_blocks) * kColumnsPerBlock + threadIdx.x;
-  const int64_t first_row = chunk * kChunkRows;
-  const int64_t last_row = rows < first_row + kChunkRows ? rows : first_row + kChunkRows;
-  opmath_t sum = opmath_t(0);
-  if (column < M) {
-    for (int64_t row = first_row + threadIdx.y; row < last_row; row += kRowLanes) {
+  const int lane_column = threadIdx.x % layout.columns;
+  const int row_lane = threadIdx.x / layout.columns;
+  const int64_t column = (blockIdx.x % column_blocks) * layout.columns + lane_column;
+  const int64_t first_row = chunk * layout.chunk_rows;
+  const int64_t last_row = rows < first_row + layout.chunk_rows ? rows : first_row + layout.chunk_rows;
+  double sum = 0.0;
+  if (row_lane < layout.row_lanes && column < M) {
+    for (int64_t row = first_row + row_lane; row < last_row; row += layout.row_lanes) {
       const int64_t i = row * M + column;
       const opmath_t out = static_cast<opmath_t>(y[i]);
       const opmath_t g = static_cast<opmath_t>(dy[i]) * (opmath_t(1) - out) * out;
-      dz[i] = static_cast<scalar_t>(g);
-      sum += g;
+      if (dz != nullptr) {
+        dz[i] = static_cast<scalar_t>(g);
+      }
+      sum += static_cast<double>(g);
     }
   }
   if (partial_sums == nullptr) {
     return;
   }
-  lane_sums[threadIdx.y][threadIdx.x] = sum;
+  lane_sums[threadIdx.x] = sum;
   __syncthreads();
-  if (threadIdx.y == 0 && column < M) {
-    opmath_t total = opmath_t(0);
-    for (int lane = 0; lane < kRowLanes; ++lane) {
-      total += lane_sums[lane][threadIdx.x];
+  if (row_lane == 0 && column < M) {
+    double total = 0.0;
+    for (int lane = 0; lane < layout.row_lanes; ++lane) {
+      total += lane_sums[lane * layout.columns + lane_column];
     }
     partial_sums[chunk * M + column] = total;
   }
 }
 
-// grad_bias[m] = sum over chunks, in order, of partial_sums[chunk, m].
+// grad_bias[m] = the sum over chunks of partial_sums[chunk, m], one block per column: each thread adds every
+// kThreads-th chunk in order, then a tree of fixed shape adds the threads' totals, so the result repeats bit for bit.
 template <typename scalar_t>
 __global__ void sum_chunks_kernel(
-    const at::opmath_type<scalar_t>* __restrict__ partial_sums,
+    const double* __restrict__ partial_sums,
     int64_t num_chunks,
     int64_t M,
     scalar_t* __restrict__ grad_bias) {
-  const int64_t column = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (column >= M) {
-    return;
-  }
-  at::opmath_type<scalar_t> total = 0;
-  for (int64_t chunk = 0; chunk < num_chunks; ++chunk) {
+  static_assert((kThreads & (kThreads - 1)) == 0, "the tree halves kThreads");
+  __shared__ double thread_sums[kThreads];
+  const int64_t column = blockIdx.x;
+  double total = 0.0;
+  for (int64_t chunk = threadIdx.x; chunk < num_chunks; chunk += kThreads) {
     total += partial_sums[chunk * M + column];
   }
-  grad_bias[column] = static_cast<scalar_t>(total);
+  thread_sums[threadIdx.x] = total;
+  __syncthreads();
+  for (int width = kThreads / 2; width > 0; width /= 2) {
+    if (threadIdx.x < width) {
+      thread_sums[threadIdx.x] += thread_sums[threadIdx.x + width];
+    }
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) {
+    // As on the CPU: the double total rounds to float first for the half types.
+    grad_bias[column] = static_cast<scalar_t>(thread_sums[0]);
+  }
 }
 
-int blocks_for(int64_t work) {
-  const int64_t wanted = (work + kThreads - 1) / kThreads;
-  // Enough blocks to fill the device several times over; grid-stride loops cover the rest.
+// Blocks for a grid-stride kernel: as many as wanted up to enough to fill the device several times over; the
+// kernels' loops cover the rest.
+int grid_blocks(int64_t wanted) {
   const int64_t cap = static_cast<int64_t>(at::cuda::getCurrentDeviceProperties()->multiProcessorCount) * 32;
   return static_cast<int>(std::max<int64_t>(1, std::min(wanted, cap)));
 }
@@ -174,6 +231,8 @@ at::Tensor linear_sigmoid_cuda(
     const std::optional<at::Tensor>& bias) {
   check_linear_sigmoid_args(input, weight, bias);
   const c10::cuda::CUDAGuard device_guard(input.device());
+  // The GEMM and its sigmoid are one kernel of ours; autograd must not record the ATen calls inside it.
+  const at::AutoDispatchBelowADInplaceOrView below_autograd;
   const int64_t K = weight.size(1);
   const int64_t M = weight.size(0);
   at::Tensor output = at::empty(output_sizes(input, M), input.options());
@@ -188,7 +247,8 @@ at::Tensor linear_sigmoid_cuda(
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   if (M <= kMaxSkinnyOutFeatures && K <= kMaxSkinnyInFeatures) {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "linear_sigmoid_skinny", [&] {
-      linear_sigmoid_skinny_kernel<scalar_t><<<blocks_for(N), kThreads, 0, stream>>>(
+      const int64_t tile_rows = skinny_tile<at::opmath_type<scalar_t>>(static_cast<int>(K)).rows;
+      linear_sigmoid_skinny_kernel<scalar_t><<<grid_blocks((N + tile_rows - 1) / tile_rows), kThreads, 0, stream>>>(
           x.const_data_ptr<scalar_t>(),
           x.stride(0),
           w.const_data_ptr<scalar_t>(),
@@ -207,7 +267,8 @@ at::Tensor linear_sigmoid_cuda(
     at::mm_out(y, x, w.t());
   }
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, y.scalar_type(), "sigmoid_inplace", [&] {
-    sigmoid_inplace_kernel<scalar_t><<<blocks_for(N * M), kThreads, 0, stream>>>(y.mutable_data_ptr<scalar_t>(), N * M);
+    sigmoid_inplace_kernel<scalar_t><<<grid_blocks((N * M + kThreads - 1) / kThreads), kThreads, 0, stream>>>(
+        y.mutable_data_ptr<scalar_t>(), N * M);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return output;
@@ -222,6 +283,8 @@ linear_sigmoid_backward_cuda(
     std::array<bool, 3> output_mask) {
   check_linear_sigmoid_backward_args(grad_output, output, input, weight);
   const c10::cuda::CUDAGuard device_guard(input.device());
+  // The GEMMs are part of this kernel; autograd must not record them.
+  const at::AutoDispatchBelowADInplaceOrView below_autograd;
   const int64_t M = weight.size(0);
   const BackwardRows rows = backward_rows(grad_output, output, input, weight);
   const at::Tensor& dy = rows.dy;
@@ -236,32 +299,36 @@ linear_sigmoid_backward_cuda(
   std::optional<at::Tensor> grad_weight;
   std::optional<at::Tensor> grad_bias;
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  at::Tensor dz = at::empty({N, M}, y.options());
-  const int64_t num_chunks = (N + kChunkRows - 1) / kChunkRows;
-  const at::ScalarType sum_type = y.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  // dz is stored only for the GEMMs; the bias gradient alone needs just its sums.
+  const bool store_dz = output_mask[0] || output_mask[1];
+  if (!store_dz && !output_mask[2]) {
+    return {grad_input, grad_weight, grad_bias};
+  }
+  at::Tensor dz = store_dz ? at::empty({N, M}, y.options()) : at::Tensor();
+  const GradLayout layout = grad_layout(M);
+  const int64_t num_chunks = (N + layout.chunk_rows - 1) / layout.chunk_rows;
+  const int64_t column_blocks = (M + layout.columns - 1) / layout.columns;
+  TORCH_CHECK(
+      num_chunks * column_blocks <= std::numeric_limits<int32_t>::max() &&
+          M <= std::numeric_limits<int32_t>::max(),
+      "linear_sigmoid_backward: ", N, " rows of ", M, " outputs exceed one CUDA launch");
   at::Tensor partial_sums;
   if (output_mask[2]) {
-    partial_sums = at::empty({num_chunks, M}, y.options().dtype(sum_type));
+    partial_sums = at::empty({num_chunks, M}, y.options().dtype(at::kDouble));
     grad_bias = at::empty({M}, weight.options());
   }
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, y.scalar_type(), "linear_sigmoid_backward", [&] {
-    using opmath_t = at::opmath_type<scalar_t>;
-    const int64_t column_blocks = (M + kColumnsPerBlock - 1) / kColumnsPerBlock;
-    TORCH_CHECK(
-        num_chunks * column_blocks <= std::numeric_limits<int32_t>::max(),
-        "linear_sigmoid_backward: ", N, " rows of ", M, " outputs exceed one CUDA launch");
-    const dim3 block(kColumnsPerBlock, kRowLanes);
-    sigmoid_grad_kernel<scalar_t><<<static_cast<unsigned int>(num_chunks * column_blocks), block, 0, stream>>>(
+    sigmoid_grad_kernel<scalar_t><<<static_cast<unsigned int>(num_chunks * column_blocks), kThreads, 0, stream>>>(
         dy.const_data_ptr<scalar_t>(),
         y.const_data_ptr<scalar_t>(),
         N,
         M,
-        dz.mutable_data_ptr<scalar_t>(),
-        output_mask[2] ? partial_sums.mutable_data_ptr<opmath_t>() : nullptr);
+        store_dz ? dz.mutable_data_ptr<scalar_t>() : nullptr,
+        output_mask[2] ? partial_sums.mutable_data_ptr<double>() : nullptr);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     if (output_mask[2]) {
-      sum_chunks_kernel<scalar_t><<<(M + kThreads - 1) / kThreads, kThreads, 0, stream>>>(
-          partial_sums.const_data_ptr<opmath_t>(), num_chunks, M, grad_bias->mutable_data_ptr<scalar_t>());
+      sum_chunks_kernel<scalar_t><<<static_cast<unsigned int>(M), kThreads, 0, stream>>>(
+          partial_sums.const_data_ptr<double>(), num_chunks, M, grad_bias->mutable_data_ptr<scalar_t>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
   });
