@@ -79,6 +79,9 @@ def setup(shape: tuple[int, int, int], dtype: torch.dtype, device: str) -> Case:
     return Case(x, w, b, grad_output, shape)
 
 
+IMPLEMENTATIONS = ("eager", "fused", "compile", "fused+compile", "compile-max-autotune", "eager-repeat")
+
+
 def implementations(max_autotune: bool) -> dict[str, Callable]:
     """Fresh compiled functions each call (after torch._dynamo.reset()), so no case inherits another's graphs.
     Eager comes first: every other row is reported as a speed-up over it."""
@@ -216,7 +219,10 @@ def cpu_model() -> str:
 
 def run(shapes: Sequence[tuple[int, int, int]], subsets: dict[torch.dtype, Sequence[tuple[int, int, int]]],
         dtypes: Sequence[torch.dtype], thread_counts: Sequence[int], modes: Sequence[str], max_autotune: bool,
-        min_run_time: float, rounds: int, device: str, output: Optional[Path]) -> list[dict]:
+        min_run_time: float, rounds: int, device: str, output: Optional[Path],
+        impl_names: Optional[Sequence[str]] = None) -> list[dict]:
+    """Measures every case and returns the table's rows; impl_names, when given, limits the implementations to
+    those (eager, the yardstick, is always measured)."""
     machine = machine_name(device)
     kernels = "CUDA" if device == "cuda" else torch.ops.fused_sigmoid.cpu_capability()
     print(f"# {machine}; torch {torch.__version__}; fused_sigmoid kernels {kernels}; TF32 matmul "
@@ -241,7 +247,8 @@ def run(shapes: Sequence[tuple[int, int, int]], subsets: dict[torch.dtype, Seque
                         continue
                     case = setup(shape, dtype, device)
                     torch._dynamo.reset()
-                    impls = implementations(max_autotune)
+                    impls = {name: fn for name, fn in implementations(max_autotune).items()
+                             if impl_names is None or name == "eager" or name in impl_names}
                     for mode in modes:
                         rows += measure_case(case, mode, impls, threads, bandwidth, rates[dtype], min_run_time,
                                              rounds, device, machine)
@@ -262,8 +269,8 @@ def measure_case(case: Case, mode: str, impls: dict[str, Callable], threads: int
     floor = max(moved / bandwidth, flops / rate)
     works = {}
     for name, fn in impls.items():
-        work = workload(fn, case, mode)
         try:
+            work = workload(fn, case, mode)  # the backward mode's recorded forward compiles here
             for _ in range(3):  # warm-up, compilation included
                 work()
         except Exception as error:  # a compile mode that fails here is reported, not fatal
@@ -362,6 +369,9 @@ def main(argv=None) -> int:
                         help="CPU thread counts (on a GPU, the host's count is left alone)")
     parser.add_argument("--modes", nargs="*", default=list(MODES), choices=MODES)
     parser.add_argument("--max-autotune", action="store_true", help="also torch.compile(mode='max-autotune')")
+    parser.add_argument("--impls", nargs="*", choices=IMPLEMENTATIONS[1:],
+                        help="measure only these beside eager (default: all; compile-max-autotune needs "
+                        "--max-autotune)")
     parser.add_argument("--allow-tf32", action="store_true", help="let float32 matmuls use TF32 (GPU)")
     parser.add_argument("--min-run-time", type=float, default=0.2, help="seconds of timing per measurement")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of measurements, implementations in turn")
@@ -380,7 +390,7 @@ def main(argv=None) -> int:
         shapes, subsets = args.shapes, {}
     started = time.time()
     rows = run(shapes, subsets, [getattr(torch, name) for name in args.dtypes], threads, args.modes,
-               args.max_autotune, args.min_run_time, args.rounds, args.device, output)
+               args.max_autotune, args.min_run_time, args.rounds, args.device, output, args.impls)
     if rows:
         plot_speedups(output, plot)
     print(f"# {time.time() - started:.0f} s")
