@@ -4,6 +4,7 @@ you run."""
 
 import copy
 import glob
+import importlib.util
 import os
 import platform
 
@@ -39,6 +40,19 @@ def cuda_sources():
     if torch.version.cuda is None or cpp_extension.CUDA_HOME is None:
         return []
     return sorted(glob.glob("csrc/cuda/*.cu"))
+
+
+def cutlass_include_dir():
+    """CUTLASS's headers: CUTLASS_INCLUDE_DIR, else those of the nvidia-cutlass wheel (`pip install --no-deps
+    nvidia-cutlass`: only its headers are used, so its Python dependencies are not needed); None without them,
+    and the CUDA forward then runs every GEMM-sized shape on cuBLAS. The package is located, not imported."""
+    path = os.environ.get("CUTLASS_INCLUDE_DIR")
+    if not path:
+        spec = importlib.util.find_spec("cutlass_library")
+        if spec is None or not spec.submodule_search_locations:
+            return None
+        path = os.path.join(spec.submodule_search_locations[0], "source", "include")
+    return path if os.path.isfile(os.path.join(path, "cutlass", "cutlass.h")) else None
 
 
 class BuildPerCapability(cpp_extension.BuildExtension):
@@ -108,6 +122,12 @@ def extension():
         if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
             os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0;9.0+PTX"
         kwargs["extra_compile_args"]["nvcc"] = ["-O3"]
+        cutlass = cutlass_include_dir()
+        if cutlass:
+            kwargs["sources"] = sources + ["csrc/cuda/cutlass/gemm_sigmoid.cu"]
+            kwargs["include_dirs"] = [cutlass]
+            kwargs["define_macros"] = define_macros + [("FUSED_SIGMOID_HAVE_CUTLASS", None)]
+        print(f"fused_sigmoid: CUDA kernels; CUTLASS GEMM epilogue {'from ' + cutlass if cutlass else 'not built'}")
         return cpp_extension.CUDAExtension(**kwargs)
     return cpp_extension.CppExtension(**kwargs)
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Compiles, links and imports the CUDA build of the extension on a machine without a GPU: a second virtual
-# environment with a CUDA build of torch, the extension built from this checkout into build/cuda/ (the CPU build
+# environment with a CUDA build of torch and CUTLASS's headers, the extension built from this checkout into
+# build/cuda/ (the CPU build
 # in fused_sigmoid/ is left alone), and the library loaded with LD_BIND_NOW=1 so that an unresolved symbol fails
 # here rather than on a GPU machine.
 set -euo pipefail
@@ -8,6 +9,8 @@ cd "$(dirname "$0")/.."
 
 python3 -m venv .venv-cuda
 .venv-cuda/bin/pip install --quiet torch==2.14.1 ninja setuptools wheel
+# CUTLASS's headers, for the tensor-core GEMM with the sigmoid in its epilogue; its Python dependencies are not used.
+.venv-cuda/bin/pip install --quiet --no-deps nvidia-cutlass==4.2.0.0
 
 site_packages=$(.venv-cuda/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
 # The nvcc on PATH is a wrapper, so torch's own guess of the toolkit is wrong; cuBLAS and friends' headers come
@@ -19,6 +22,7 @@ export MAX_JOBS="${MAX_JOBS:-2}"
 
 .venv-cuda/bin/python setup.py --quiet build_ext --build-temp build/cuda/temp --build-lib build/cuda/lib
 
+test -f build/cuda/temp/csrc/cuda/cutlass/gemm_sigmoid.o || { echo "the CUTLASS GEMM was not built"; exit 1; }
 library=$(ls build/cuda/lib/fused_sigmoid/_C*.so)
 LD_BIND_NOW=1 .venv-cuda/bin/python - "$library" <<'PY'
 import importlib.util
@@ -32,5 +36,6 @@ for op in ("linear_sigmoid", "linear_sigmoid_backward"):
     for key in ("CPU", "CUDA"):
         assert torch._C._dispatch_has_kernel_for_dispatch_key(f"fused_sigmoid::{op}", key), (op, key)
 print(f"CUDA build of fused_sigmoid links and loads against torch {torch.__version__} (CUDA {torch.version.cuda}), "
-      "built for TORCH_CUDA_ARCH_LIST=8.0;9.0+PTX: CPU and CUDA kernels registered for both ops")
+      "built for TORCH_CUDA_ARCH_LIST=8.0;9.0+PTX with the CUTLASS GEMM: CPU and CUDA kernels registered for both "
+      "ops")
 PY

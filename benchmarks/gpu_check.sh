@@ -7,6 +7,10 @@
 # cuda_max_autotune.csv: four files, within what a lent machine sends back. The steps share one budget of 7.5
 # minutes (CHECK_SECONDS), most important first, each cut off where it would overrun it.
 #
+# The machine has no CUTLASS: its headers travel as the nvidia-cutlass wheel in .whl/ (git-ignored). Fetch it here
+# with `python3 -m pip download --no-deps -d .whl nvidia-cutlass==4.2.0.0` and name .whl in the device call's carry;
+# without it the build runs every GEMM-sized forward on cuBLAS and this check says so.
+#
 #   bash benchmarks/gpu_check.sh OUTPUT_DIR
 set -uo pipefail
 out=${1:?usage: bash benchmarks/gpu_check.sh OUTPUT_DIR}
@@ -36,6 +40,13 @@ print("torch", torch.__version__, "CUDA", torch.version.cuda, "| setuptools", se
 PY
 
 step "build (sm_90 for this card)"
+cutlass_wheel=$(ls .whl/nvidia_cutlass-*.whl 2>/dev/null | head -1)
+if [ -n "$cutlass_wheel" ]; then
+  python3 -c "import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall('/tmp/cutlass')" "$cutlass_wheel"
+  export CUTLASS_INCLUDE_DIR=/tmp/cutlass/cutlass_library/source/include
+else
+  echo "no CUTLASS wheel in .whl/: GEMM-sized shapes will run on cuBLAS plus a sigmoid pass" | tee -a "$log"
+fi
 export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}" MAX_JOBS="${MAX_JOBS:-16}"
 timeout "$(limit 150)" python3 -m pip install --no-build-isolation --no-deps --no-index -e . >>"$log" 2>&1 \
   || { tail -30 "$log"; exit 1; }
@@ -63,7 +74,7 @@ keep; grep -E "ERROR SUMMARY|passed|failed" "$step_log" | tail -3
 step "benchmarks: the issue's shapes in float32 (TF32 allowed) and a bfloat16 subset"
 timeout "$(limit 170)" python3 -m fused_sigmoid bench --device cuda --allow-tf32 --dtypes float32 bfloat16 \
   --impls fused compile eager-repeat --rounds 2 --min-run-time 0.05 \
-  --output "$out/cuda.csv" --plot "$out/cuda_speedup.png" >"$step_log" 2>&1 || status=1
+  --output "$out/cuda.csv" --plot "$out/cuda_speedup.png" >"$step_log" 2>&1 || { status=1; tail -5 "$step_log"; }
 keep; grep -E "^# .*failed" "$step_log"
 
 step "the rest of the test suite (CPU cases, on this machine's torch)"
@@ -75,7 +86,7 @@ step "mid shapes against torch.compile(mode='max-autotune'), as time allows"
 timeout "$(limit 120)" python3 -m fused_sigmoid bench --device cuda --allow-tf32 --dtypes float32 \
   --shapes 65536x64x64 65536x256x256 --max-autotune --impls fused compile-max-autotune --rounds 2 \
   --min-run-time 0.05 --output "$out/cuda_max_autotune.csv" --plot /tmp/cuda_max_autotune.png \
-  >"$step_log" 2>&1 || echo "max-autotune comparison cut short (see check.log)"
+  >"$step_log" 2>&1 || { echo "max-autotune comparison cut short:"; tail -3 "$step_log"; }
 keep
 
 step "summary"

@@ -1,12 +1,14 @@
-"""bfloat16 and float16: error against a float64 reference at most twice eager PyTorch's own in that dtype."""
+"""bfloat16, float16, and float32 with TF32 matmuls on a GPU: error against a float64 reference at most twice eager
+PyTorch's own in the same setting."""
 
 import pytest
 import torch
 
-from conftest import assert_within_twice_eager_error
+from conftest import CUDA_REASON, assert_within_twice_eager_error, cuda_ready
 from fused_sigmoid import linear_sigmoid, reference_linear_sigmoid
 
-SHAPES = [(1, 3, 2), (4096, 3, 2), (2048, 30, 1), (512, 64, 64), (256, 256, 17), (64, 1024, 3)]
+# (1000, 96, 40): partial tiles of rows and of outputs in the CUDA tensor-core GEMM.
+SHAPES = [(1, 3, 2), (4096, 3, 2), (2048, 30, 1), (512, 64, 64), (1000, 96, 40), (256, 256, 17), (64, 1024, 3)]
 
 
 def inputs(rows, in_features, out_features, dtype, device, seed=0):
@@ -49,3 +51,16 @@ def test_gradients_within_twice_eager_error(shape, dtype, device):
         ours, eager, exact = (torch.cat([draw[kind][index].flatten() for draw in draws]) for kind in range(3))
         assert ours.dtype == dtype
         assert_within_twice_eager_error(ours, eager, exact, f"{name} {shape}")
+
+
+@pytest.mark.skipif(not cuda_ready, reason=CUDA_REASON)
+@pytest.mark.parametrize("with_bias", [True, False])
+@pytest.mark.parametrize("shape", [(512, 64, 64), (1000, 96, 40), (300, 256, 256)])
+def test_cuda_float32_with_tf32_within_twice_eager_error(shape, with_bias, monkeypatch):
+    # With TF32 allowed, eager's cuBLAS matmul rounds its inputs to TF32 and so does our tensor-core GEMM.
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
+    x, w, b = inputs(*shape, torch.float32, "cuda")
+    b = b if with_bias else None
+    exact = reference_linear_sigmoid(x.double(), w.double(), None if b is None else b.double())
+    out = linear_sigmoid(x, w, b)
+    assert_within_twice_eager_error(out, reference_linear_sigmoid(x, w, b), exact, f"forward {shape}")

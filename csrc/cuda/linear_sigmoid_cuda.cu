@@ -2,15 +2,17 @@
 //
 // Forward: shapes with few outputs (out_features <= 8, in_features <= 64: logistic heads and gates) run one
 // kernel that keeps the weight in shared memory, stages tiles of rows of x there with coalesced loads, and writes
-// each tile's outputs once, consecutive threads on consecutive outputs. Larger shapes run cuBLAS (through ATen's
-// addmm, whose cuBLASLt path adds the bias in its epilogue) into the output, then one in-place sigmoid pass:
-// cuBLASLt has no sigmoid epilogue.
+// each tile's outputs once, consecutive threads on consecutive outputs. Larger shapes run, where the build has
+// CUTLASS and the shape and dtype suit tensor cores, one CUTLASS GEMM with the bias and sigmoid in its epilogue
+// (cutlass/gemm_sigmoid.cu); otherwise cuBLAS (through ATen's addmm, whose cuBLASLt path adds the bias in its
+// epilogue) into the output, then one in-place sigmoid pass: cuBLASLt has no sigmoid epilogue.
 // Backward: one kernel computes dz = dy * (1 - y) * y and per-chunk column sums of it in double, a second adds the
 // chunks (the bias gradient: summed in double and rounded once, as on the CPU, in a fixed order without atomics, so
 // results repeat bit for bit); cuBLAS GEMMs give grad_input and grad_weight. Everything runs on the current stream
 // of the input's device, with int64 indexing.
 #include "../checks.h"
 #include "../rows.h"
+#include "gemm_sigmoid.h"
 
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -261,6 +263,11 @@ at::Tensor linear_sigmoid_cuda(
     });
     return output;
   }
+#ifdef FUSED_SIGMOID_HAVE_CUTLASS
+  if (gemm_sigmoid_on_tensor_cores(x, w, b, y)) {
+    return output;
+  }
+#endif
   if (b.has_value()) {
     at::addmm_out(y, *b, x, w.t());
   } else {

@@ -1,0 +1,159 @@
+// The GEMM-sized forward as one CUTLASS GEMM on tensor cores whose epilogue adds the bias and applies the sigmoid to
+// the float accumulators before y is written once. cuBLASLt has no sigmoid epilogue, so the cuBLAS path writes y,
+// reads it back and writes it again; on shapes whose time is mostly memory traffic (K and M in the hundreds) that
+// second pass is up to half the work.
+//
+// Tensor cores only: float16 and bfloat16, and float32 where PyTorch allows TF32 for matmuls (as eager's cuBLAS
+// call then uses it); float32 without TF32 and float64 stay on cuBLAS. The kernels are CUTLASS's Ampere
+// (sm_80) GEMMs, which also run on Hopper.
+#include "../gemm_sigmoid.h"
+
+#include <ATen/Context.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
+
+#include <cutlass/bfloat16.h>
+#include <cutlass/epilogue/thread/linear_combination_generic.h>
+#include <cutlass/gemm/device/gemm.h>
+#include <cutlass/half.h>
+
+#include <cstdint>
+#include <limits>
+
+namespace fused_sigmoid::cuda {
+namespace {
+
+// The shapes this path takes. Until it is timed against cuBLAS plus the sigmoid pass on a GPU (the mid shapes of
+// benchmarks/gpu_check.sh sit inside this bound, the large GEMMs outside it), the bound is a provisional choice:
+// tiles of 128 x 64 outputs use tensor cores well once K reaches a few dozen, while for large GEMMs cuBLAS's Hopper
+// kernels are faster than these Ampere ones and the sigmoid pass is a small part of the time.
+constexpr int64_t kMaxFeatures = 1024;
+
+// Eager PyTorch's CUDA sigmoid, 1 / (1 + exp(-z)) in float; CUTLASS's own Sigmoid takes a faster, rougher exp.
+template <typename T>
+struct EagerSigmoid {
+  CUTLASS_HOST_DEVICE T operator()(T const& z) const {
+    return T(1) / (T(1) + ::expf(-z));
+  }
+};
+
+template <typename T, int N>
+struct EagerSigmoid<cutlass::Array<T, N>> {
+  CUTLASS_HOST_DEVICE cutlass::Array<T, N> operator()(cutlass::Array<T, N> const& z) const {
+    cutlass::Array<T, N> y;
+    CUTLASS_PRAGMA_UNROLL
+    for (int i = 0; i < N; ++i) {
+      y[i] = EagerSigmoid<T>()(z[i]);
+    }
+    return y;
+  }
+};
+
+// D = sigmoid(alpha * accumulator + beta * C) in float, rounded once to Element: C is the bias, read with a row
+// stride of 0 so that every row of the tile gets the same bias row (beta 0 without a bias).
+template <typename Element>
+using BiasSigmoidEpilogue = cutlass::epilogue::thread::LinearCombinationGeneric<
+    EagerSigmoid,
+    Element,
+    128 / cutlass::sizeof_bits<Element>::value,
+    float,
+    float,
+    cutlass::epilogue::thread::ScaleType::Default,
+    cutlass::FloatRoundStyle::round_to_nearest,
+    true>;
+
+// A = x (rows, K) row-major; B = w^T, i.e. w (M, K) row-major read as a column-major (K, M); C, D (rows, M)
+// row-major. Threadblock tiles of 128 rows x 64 outputs, four warps.
+template <typename Element, int TileK, typename InstructionShape, int Stages>
+using GemmSigmoid = cutlass::gemm::device::Gemm<
+    Element,
+    cutlass::layout::RowMajor,
+    Element,
+    cutlass::layout::ColumnMajor,
+    Element,
+    cutlass::layout::RowMajor,
+    float,
+    cutlass::arch::OpClassTensorOp,
+    cutlass::arch::Sm80,
+    cutlass::gemm::GemmShape<128, 64, TileK>,
+    cutlass::gemm::GemmShape<64, 32, TileK>,
+    InstructionShape,
+    BiasSigmoidEpilogue<Element>,
+    cutlass::gemm::threadblock::GemmIdentityThreadblockSwizzle<>,
+    Stages>;
+
+using GemmSigmoidHalf = GemmSigmoid<cutlass::half_t, 32, cutlass::gemm::GemmShape<16, 8, 16>, 4>;
+using GemmSigmoidBFloat16 = GemmSigmoid<cutlass::bfloat16_t, 32, cutlass::gemm::GemmShape<16, 8, 16>, 4>;
+using GemmSigmoidTF32 = GemmSigmoid<float, 16, cutlass::gemm::GemmShape<16, 8, 8>, 4>;
+
+// 128-bit accesses: every pointer on 16 bytes and every leading dimension a multiple of the elements in 16 bytes.
+bool aligned_for_vectors(const at::Tensor& x, const at::Tensor& w, const std::optional<at::Tensor>& b,
+                         const at::Tensor& y) {
+  const int64_t per_vector = 16 / x.element_size();
+  const auto on_16_bytes = [](const at::Tensor& t) {
+    return reinterpret_cast<std::uintptr_t>(t.const_data_ptr()) % 16 == 0;
+  };
+  return x.stride(0) % per_vector == 0 && w.size(1) % per_vector == 0 && y.size(1) % per_vector == 0 &&
+      on_16_bytes(x) && on_16_bytes(w) && on_16_bytes(y) && (!b.has_value() || on_16_bytes(*b));
+}
+
+template <typename Gemm>
+bool run_gemm_sigmoid(const at::Tensor& x, const at::Tensor& w, const std::optional<at::Tensor>& b,
+                      const at::Tensor& y) {
+  using Element = typename Gemm::ElementA;
+  const auto rows = static_cast<int>(x.size(0));
+  const auto K = static_cast<int>(w.size(1));
+  const auto M = static_cast<int>(w.size(0));
+  auto* const output = reinterpret_cast<Element*>(y.mutable_data_ptr());
+  const Element* const source = b.has_value() ? reinterpret_cast<const Element*>(b->const_data_ptr()) : output;
+  typename Gemm::Arguments arguments(
+      {rows, M, K},
+      {reinterpret_cast<const Element*>(x.const_data_ptr()), x.stride(0)},
+      {reinterpret_cast<const Element*>(w.const_data_ptr()), K},
+      {source, b.has_value() ? 0 : M},
+      {output, M},
+      {1.0f, b.has_value() ? 1.0f : 0.0f});
+  Gemm gemm;
+  if (gemm.can_implement(arguments) != cutlass::Status::kSuccess) {
+    return false;
+  }
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  // initialize also raises the kernel's shared-memory limit where its pipeline stages need more than 48 KiB.
+  cutlass::Status status = gemm.initialize(arguments, nullptr, stream);
+  TORCH_CHECK(status == cutlass::Status::kSuccess, "linear_sigmoid: CUTLASS GEMM setup failed: ",
+              cutlass::cutlassGetStatusString(status));
+  status = gemm(stream);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  TORCH_CHECK(status == cutlass::Status::kSuccess, "linear_sigmoid: CUTLASS GEMM failed: ",
+              cutlass::cutlassGetStatusString(status));
+  return true;
+}
+
+} // namespace
+
+bool gemm_sigmoid_on_tensor_cores(
+    const at::Tensor& x,
+    const at::Tensor& w,
+    const std::optional<at::Tensor>& b,
+    const at::Tensor& y) {
+  const int64_t K = w.size(1);
+  const int64_t M = w.size(0);
+  if (K == 0 || K > kMaxFeatures || M > kMaxFeatures || x.size(0) > std::numeric_limits<int>::max()) {
+    return false;
+  }
+  if (at::cuda::getCurrentDeviceProperties()->major < 8 || !aligned_for_vectors(x, w, b, y)) {
+    return false;
+  }
+  switch (x.scalar_type()) {
+    case at::kHalf:
+      return run_gemm_sigmoid<GemmSigmoidHalf>(x, w, b, y);
+    case at::kBFloat16:
+      return run_gemm_sigmoid<GemmSigmoidBFloat16>(x, w, b, y);
+    case at::kFloat:
+      return at::globalContext().allowTF32CuBLAS() && run_gemm_sigmoid<GemmSigmoidTF32>(x, w, b, y);
+    default:
+      return false;
+  }
+}
+
+} // namespace fused_sigmoid::cuda

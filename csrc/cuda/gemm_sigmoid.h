@@ -1,0 +1,20 @@
+// The GEMM-sized CUDA forward fused on tensor cores: csrc/cuda/cutlass/gemm_sigmoid.cu, built where CUTLASS's
+// headers are found (setup.py defines FUSED_SIGMOID_HAVE_CUTLASS then).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <optional>
+
+namespace fused_sigmoid::cuda {
+
+// y = sigmoid(x @ w^T + b) as one CUTLASS GEMM whose epilogue adds the bias and applies the sigmoid before y is
+// written. x is (rows, K) with unit column stride, w (M, K) and b (M) contiguous, y (rows, M) contiguous. Returns
+// false, with y untouched, where the shape, dtype, alignment, device or TF32 setting rule the kernel out.
+bool gemm_sigmoid_on_tensor_cores(
+    const at::Tensor& x,
+    const at::Tensor& w,
+    const std::optional<at::Tensor>& b,
+    const at::Tensor& y);
+
+} // namespace fused_sigmoid::cuda
