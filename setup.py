@@ -42,6 +42,10 @@ def cuda_sources():
     return sorted(glob.glob("csrc/cuda/*.cu"))
 
 
+def torch_version():
+    return tuple(int(part) for part in torch.__version__.split(".")[:2])
+
+
 def cutlass_include_dir():
     """CUTLASS's headers: CUTLASS_INCLUDE_DIR, else those of the nvidia-cutlass wheel (`pip install --no-deps
     nvidia-cutlass`: only its headers are used, so its Python dependencies are not needed); None without them,
@@ -122,7 +126,8 @@ def extension():
         if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
             os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0;9.0+PTX"
         kwargs["extra_compile_args"]["nvcc"] = ["-O3"]
-        cutlass = cutlass_include_dir()
+        # The CUTLASS GEMM reads the TF32 setting through the float32 precision API of torch 2.10 and later.
+        cutlass = cutlass_include_dir() if torch_version() >= (2, 10) else None
         if cutlass:
             kwargs["sources"] = sources + ["csrc/cuda/cutlass/gemm_sigmoid.cu"]
             kwargs["include_dirs"] = [cutlass]

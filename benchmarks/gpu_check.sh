@@ -52,6 +52,20 @@ timeout "$(limit 150)" python3 -m pip install --no-build-isolation --no-deps --n
   || { tail -30 "$log"; exit 1; }
 python3 -c "import fused_sigmoid, sys; sys.exit(0 if fused_sigmoid.has_cuda_kernels() else 1)" \
   || { echo "built without CUDA kernels"; exit 1; }
+# Which kernels each forward path launches: the CUTLASS GEMM where it was built, the skinny kernel, cuBLAS.
+python3 - <<'PY' 2>&1 | tee -a "$log"
+import torch
+from fused_sigmoid import linear_sigmoid
+for dtype, (n, k, m) in [(torch.bfloat16, (4096, 256, 256)), (torch.float32, (4096, 256, 256)),
+                         (torch.float32, (65536, 3, 2))]:
+    x, w, b = (torch.randn(*size, device="cuda", dtype=dtype) for size in ((n, k), (m, k), (m,)))
+    linear_sigmoid(x, w, b)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as profile:
+        linear_sigmoid(x, w, b)
+        torch.cuda.synchronize()
+    kernels = sorted({event.name[:60] for event in profile.events() if event.device_type.name == "CUDA"})
+    print(f"{dtype} {n}x{k}->{m}: {kernels}")
+PY
 
 step "CUDA tests (every test with a CUDA case, tensors past 2^31 elements included)"
 timeout "$(limit 200)" python3 -m pytest tests "${pytest_args[@]}" -k cuda --run-slow --maxfail=30 --durations=10 \
@@ -63,7 +77,8 @@ step "compute-sanitizer memcheck on a CUDA subset"
 # than landing in a neighbour inside the same cached block.
 PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout "$(limit 100)" compute-sanitizer --tool memcheck --error-exitcode 3 \
   python3 -m pytest "${pytest_args[@]}" -x tests/test_forward_parity.py tests/test_backward_parity.py \
-  -k "cuda and (case0 or case7 or non_contiguous or empty or zero or rounded_exact)" \
+  tests/test_reduced_precision.py \
+  -k "cuda and (case0 or case7 or non_contiguous or empty or zero or rounded_exact or (layouts and 777x40x72))" \
   >"$step_log" 2>&1 || {
     # Under some sandboxed runtimes the sanitizer refuses the device; that is a missing tool, not a finding.
     if grep -q "Device not supported" "$step_log"; then echo "compute-sanitizer: device not supported here"

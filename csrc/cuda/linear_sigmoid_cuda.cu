@@ -55,18 +55,21 @@ __device__ __forceinline__ T sigmoid(T z) {
   return T(1) / (T(1) + ::exp(-z));
 }
 
-// Rows of x per tile of the skinny kernel, and the tile's row pitch in opmath elements: odd, so that threads reading
-// the same k of consecutive rows hit different shared-memory banks.
+// Rows of x per tile of the skinny kernel, the row pitch in opmath elements of the tile and of the weight in shared
+// memory (odd, so that threads reading the same k of different rows hit different banks), and the tile's bytes
+// (dynamic shared memory: small K leaves room for more blocks per multiprocessor).
 struct SkinnyTile {
   int rows;
   int pitch;
+  int bytes;
 };
 
 template <typename opmath_t>
 __host__ __device__ SkinnyTile skinny_tile(int K) {
   const int pitch = K | 1;
-  const int rows = static_cast<int>(kSkinnyTileBytes / sizeof(opmath_t)) / pitch;
-  return {rows < kMaxSkinnyTileRows ? rows : kMaxSkinnyTileRows, pitch};
+  const int fitting_rows = static_cast<int>(kSkinnyTileBytes / sizeof(opmath_t)) / pitch;
+  const int rows = fitting_rows < kMaxSkinnyTileRows ? fitting_rows : kMaxSkinnyTileRows;
+  return {rows, pitch, static_cast<int>(rows * pitch * sizeof(opmath_t))};
 }
 
 template <typename scalar_t>
@@ -80,16 +83,19 @@ __global__ void linear_sigmoid_skinny_kernel(
     int M,
     scalar_t* __restrict__ y) {
   using opmath_t = at::opmath_type<scalar_t>;
-  __shared__ opmath_t w_shared[kMaxSkinnyOutFeatures * kMaxSkinnyInFeatures];
+  // One untyped name for every instantiation: extern shared arrays of different types under one name conflict.
+  extern __shared__ __align__(16) unsigned char skinny_tile_bytes[];
+  auto* const x_tile = reinterpret_cast<opmath_t*>(skinny_tile_bytes);
+  __shared__ opmath_t w_shared[kMaxSkinnyOutFeatures * (kMaxSkinnyInFeatures | 1)];
   __shared__ opmath_t b_shared[kMaxSkinnyOutFeatures];
-  __shared__ opmath_t x_tile[kSkinnyTileBytes / sizeof(opmath_t)];
+  const SkinnyTile tile = skinny_tile<opmath_t>(K);
   for (int i = threadIdx.x; i < M * K; i += blockDim.x) {
-    w_shared[i] = static_cast<opmath_t>(w[i]);
+    const int m = i / K;
+    w_shared[m * tile.pitch + i - m * K] = static_cast<opmath_t>(w[i]);
   }
   for (int i = threadIdx.x; i < M; i += blockDim.x) {
     b_shared[i] = bias != nullptr ? static_cast<opmath_t>(bias[i]) : opmath_t(0);
   }
-  const SkinnyTile tile = skinny_tile<opmath_t>(K);
   const int64_t num_tiles = (rows + tile.rows - 1) / tile.rows;
   for (int64_t t = blockIdx.x; t < num_tiles; t += gridDim.x) {
     const int64_t first_row = t * tile.rows;
@@ -107,7 +113,7 @@ __global__ void linear_sigmoid_skinny_kernel(
       const int r = o / M;
       const int m = o - r * M;
       const opmath_t* xr = x_tile + r * tile.pitch;
-      const opmath_t* wm = w_shared + m * K;
+      const opmath_t* wm = w_shared + m * tile.pitch;
       opmath_t acc = opmath_t(0);
       for (int k = 0; k < K; ++k) {
         acc += xr[k] * wm[k];
@@ -249,8 +255,9 @@ at::Tensor linear_sigmoid_cuda(
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   if (M <= kMaxSkinnyOutFeatures && K <= kMaxSkinnyInFeatures) {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "linear_sigmoid_skinny", [&] {
-      const int64_t tile_rows = skinny_tile<at::opmath_type<scalar_t>>(static_cast<int>(K)).rows;
-      linear_sigmoid_skinny_kernel<scalar_t><<<grid_blocks((N + tile_rows - 1) / tile_rows), kThreads, 0, stream>>>(
+      const SkinnyTile tile = skinny_tile<at::opmath_type<scalar_t>>(static_cast<int>(K));
+      const int64_t num_tiles = (N + tile.rows - 1) / tile.rows;
+      linear_sigmoid_skinny_kernel<scalar_t><<<grid_blocks(num_tiles), kThreads, tile.bytes, stream>>>(
           x.const_data_ptr<scalar_t>(),
           x.stride(0),
           w.const_data_ptr<scalar_t>(),

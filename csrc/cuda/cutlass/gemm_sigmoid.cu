@@ -10,7 +10,6 @@
 
 #include <ATen/Context.h>
 #include <ATen/cuda/CUDAContext.h>
-#include <c10/cuda/CUDAException.h>
 
 #include <cutlass/bfloat16.h>
 #include <cutlass/epilogue/thread/linear_combination_generic.h>
@@ -79,7 +78,9 @@ using GemmSigmoid = cutlass::gemm::device::Gemm<
     cutlass::gemm::GemmShape<64, 32, TileK>,
     InstructionShape,
     BiasSigmoidEpilogue<Element>,
-    cutlass::gemm::threadblock::GemmIdentityThreadblockSwizzle<>,
+    // Consecutive blocks take the output tiles of one tile of rows, so that tile of x is read from memory once
+    // and from L2 for the other output tiles (with the plain order, each output tile streamed all of x again).
+    cutlass::gemm::threadblock::GemmIdentityThreadblockSwizzle<8>,
     Stages>;
 
 using GemmSigmoidHalf = GemmSigmoid<cutlass::half_t, 32, cutlass::gemm::GemmShape<16, 8, 16>, 4>;
@@ -95,6 +96,15 @@ bool aligned_for_vectors(const at::Tensor& x, const at::Tensor& w, const std::op
   };
   return x.stride(0) % per_vector == 0 && w.size(1) % per_vector == 0 && y.size(1) % per_vector == 0 &&
       on_16_bytes(x) && on_16_bytes(w) && on_16_bytes(y) && (!b.has_value() || on_16_bytes(*b));
+}
+
+// Whether eager's float32 matmul on CUDA may use TF32 here: the setting ATen's cuBLAS calls read (torch 2.10's
+// float32 precision API, which both torch.backends.cuda.matmul.allow_tf32 and .fp32_precision set; the legacy
+// allowTF32CuBLAS() raises when the two APIs were mixed), and not under a NoTF32Guard.
+bool tf32_matmuls_allowed() {
+  return at::globalContext().float32Precision(at::Float32Backend::CUDA, at::Float32Op::MATMUL) ==
+      at::Float32Precision::TF32 &&
+      !at::NoTF32Guard::should_disable_tf32();
 }
 
 template <typename Gemm>
@@ -118,14 +128,14 @@ bool run_gemm_sigmoid(const at::Tensor& x, const at::Tensor& w, const std::optio
     return false;
   }
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  // initialize also raises the kernel's shared-memory limit where its pipeline stages need more than 48 KiB.
   cutlass::Status status = gemm.initialize(arguments, nullptr, stream);
   TORCH_CHECK(status == cutlass::Status::kSuccess, "linear_sigmoid: CUTLASS GEMM setup failed: ",
               cutlass::cutlassGetStatusString(status));
+  // The launch raises the kernel's shared-memory limit where its stages need more than 48 KiB, and reads (and so
+  // clears) the launch error itself: its status is the check.
   status = gemm(stream);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-  TORCH_CHECK(status == cutlass::Status::kSuccess, "linear_sigmoid: CUTLASS GEMM failed: ",
-              cutlass::cutlassGetStatusString(status));
+  TORCH_CHECK(status == cutlass::Status::kSuccess, "linear_sigmoid: CUTLASS GEMM launch failed: ",
+              cutlass::cutlassGetStatusString(status), " (rerun with CUDA_LAUNCH_BLOCKING=1 for the CUDA error)");
   return true;
 }
 
@@ -138,7 +148,9 @@ bool gemm_sigmoid_on_tensor_cores(
     const at::Tensor& y) {
   const int64_t K = w.size(1);
   const int64_t M = w.size(0);
-  if (K == 0 || K > kMaxFeatures || M > kMaxFeatures || x.size(0) > std::numeric_limits<int>::max()) {
+  // CUTLASS holds row coordinates in 32 bits, and adds up to a tile's height to them in the last tile.
+  const int64_t max_rows = std::numeric_limits<int>::max() - 256;
+  if (K == 0 || K > kMaxFeatures || M > kMaxFeatures || x.size(0) > max_rows) {
     return false;
   }
   if (at::cuda::getCurrentDeviceProperties()->major < 8 || !aligned_for_vectors(x, w, b, y)) {
@@ -150,7 +162,7 @@ bool gemm_sigmoid_on_tensor_cores(
     case at::kBFloat16:
       return run_gemm_sigmoid<GemmSigmoidBFloat16>(x, w, b, y);
     case at::kFloat:
-      return at::globalContext().allowTF32CuBLAS() && run_gemm_sigmoid<GemmSigmoidTF32>(x, w, b, y);
+      return tf32_matmuls_allowed() && run_gemm_sigmoid<GemmSigmoidTF32>(x, w, b, y);
     default:
       return false;
   }
