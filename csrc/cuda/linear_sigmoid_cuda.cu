@@ -1,18 +1,20 @@
 // CUDA implementation of the fused_sigmoid ops.
 //
-// Forward: shapes with few outputs (out_features <= 8, in_features <= 64: logistic heads and gates) run one
-// kernel that keeps the weight in shared memory, stages tiles of rows of x there with coalesced loads, and writes
-// each tile's outputs once, consecutive threads on consecutive outputs. Larger shapes run, where the build has
-// CUTLASS and the shape and dtype suit tensor cores, one CUTLASS GEMM with the bias and sigmoid in its epilogue
-// (cutlass/gemm_sigmoid.cu); otherwise cuBLAS (through ATen's addmm, whose cuBLASLt path adds the bias in its
-// epilogue) into the output, then one in-place sigmoid pass: cuBLASLt has no sigmoid epilogue.
-// Backward: one kernel computes dz = dy * (1 - y) * y and per-chunk column sums of it in double, a second adds the
-// chunks (the bias gradient: summed in double and rounded once, as on the CPU, in a fixed order without atomics, so
-// results repeat bit for bit); cuBLAS GEMMs give grad_input and grad_weight. Everything runs on the current stream
-// of the input's device, with int64 indexing.
+// Forward: shapes with few outputs (out_features <= 8, in_features <= 64: logistic heads and gates) run one kernel
+// that keeps the weight in shared memory, stages tiles of rows of x there with coalesced loads, and writes each
+// tile's outputs once (skinny_kernels.cuh). Larger shapes run, where the build has CUTLASS and the shape and dtype
+// suit tensor cores, one CUTLASS GEMM with the bias and sigmoid in its epilogue (cutlass/gemm_sigmoid.cu);
+// otherwise cuBLAS (through ATen's addmm, whose cuBLASLt path adds the bias in its epilogue) into the output, then
+// one in-place sigmoid pass: cuBLASLt has no sigmoid epilogue.
+// Backward: the skinny shapes run one pass over the rows (skinny_kernels.cuh) that forms dz in shared memory,
+// writes grad_input and sums the weight and bias gradients per chunk of rows. Other shapes run one kernel for dz and
+// its per-chunk column sums, then cuBLAS GEMMs for grad_input and grad_weight. Chunk sums are in double and added by
+// a second kernel in a fixed order without atomics, so gradients repeat bit for bit and the bias gradient is
+// rounded once, as on the CPU. Everything runs on the current stream of the input's device, with int64 indexing.
 #include "../checks.h"
 #include "../rows.h"
 #include "gemm_sigmoid.h"
+#include "skinny_kernels.cuh"
 
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -36,94 +38,10 @@
 namespace fused_sigmoid::cuda {
 namespace {
 
-constexpr int kMaxSkinnyOutFeatures = 8;
-constexpr int kMaxSkinnyInFeatures = 64;
-constexpr int kThreads = 256;
-// The skinny kernel stages a tile of rows of x in shared memory, in opmath, so that the tile is read from global
-// memory with coalesced loads (a thread per row would read with a stride of K elements) and every output of the
-// tile is then written by consecutive threads.
-constexpr int kSkinnyTileBytes = 32 * 1024;
-constexpr int kMaxSkinnyTileRows = 256;
 // The backward's dz pass gives each thread this many rows of a chunk: enough work to cover its loads' latency,
 // few enough that even 65536 x 256 makes thousands of blocks.
 constexpr int kGradRowsPerThread = 16;
 constexpr int kMaxGradColumnsPerBlock = 32;
-
-// Eager PyTorch's CUDA sigmoid, 1 / (1 + exp(-z)) in opmath.
-template <typename T>
-__device__ __forceinline__ T sigmoid(T z) {
-  return T(1) / (T(1) + ::exp(-z));
-}
-
-// Rows of x per tile of the skinny kernel, the row pitch in opmath elements of the tile and of the weight in shared
-// memory (odd, so that threads reading the same k of different rows hit different banks), and the tile's bytes
-// (dynamic shared memory: small K leaves room for more blocks per multiprocessor).
-struct SkinnyTile {
-  int rows;
-  int pitch;
-  int bytes;
-};
-
-template <typename opmath_t>
-__host__ __device__ SkinnyTile skinny_tile(int K) {
-  const int pitch = K | 1;
-  const int fitting_rows = static_cast<int>(kSkinnyTileBytes / sizeof(opmath_t)) / pitch;
-  const int rows = fitting_rows < kMaxSkinnyTileRows ? fitting_rows : kMaxSkinnyTileRows;
-  return {rows, pitch, static_cast<int>(rows * pitch * sizeof(opmath_t))};
-}
-
-template <typename scalar_t>
-__global__ void linear_sigmoid_skinny_kernel(
-    const scalar_t* __restrict__ x,
-    int64_t ldx,
-    const scalar_t* __restrict__ w,
-    const scalar_t* __restrict__ bias,
-    int64_t rows,
-    int K,
-    int M,
-    scalar_t* __restrict__ y) {
-  using opmath_t = at::opmath_type<scalar_t>;
-  // One untyped name for every instantiation: extern shared arrays of different types under one name conflict.
-  extern __shared__ __align__(16) unsigned char skinny_tile_bytes[];
-  auto* const x_tile = reinterpret_cast<opmath_t*>(skinny_tile_bytes);
-  __shared__ opmath_t w_shared[kMaxSkinnyOutFeatures * (kMaxSkinnyInFeatures | 1)];
-  __shared__ opmath_t b_shared[kMaxSkinnyOutFeatures];
-  const SkinnyTile tile = skinny_tile<opmath_t>(K);
-  for (int i = threadIdx.x; i < M * K; i += blockDim.x) {
-    const int m = i / K;
-    w_shared[m * tile.pitch + i - m * K] = static_cast<opmath_t>(w[i]);
-  }
-  for (int i = threadIdx.x; i < M; i += blockDim.x) {
-    b_shared[i] = bias != nullptr ? static_cast<opmath_t>(bias[i]) : opmath_t(0);
-  }
-  const int64_t num_tiles = (rows + tile.rows - 1) / tile.rows;
-  for (int64_t t = blockIdx.x; t < num_tiles; t += gridDim.x) {
-    const int64_t first_row = t * tile.rows;
-    const int tile_rows = static_cast<int>(rows - first_row < tile.rows ? rows - first_row : tile.rows);
-    // Consecutive threads load consecutive elements of a row, and of the next row where a row ends.
-#pragma unroll 4
-    for (int e = threadIdx.x; e < tile_rows * K; e += blockDim.x) {
-      const int r = e / K;
-      const int k = e - r * K;
-      x_tile[r * tile.pitch + k] = static_cast<opmath_t>(x[(first_row + r) * ldx + k]);
-    }
-    __syncthreads();
-    // The tile's outputs are contiguous in y: consecutive threads write consecutive outputs.
-    for (int o = threadIdx.x; o < tile_rows * M; o += blockDim.x) {
-      const int r = o / M;
-      const int m = o - r * M;
-      const opmath_t* xr = x_tile + r * tile.pitch;
-      const opmath_t* wm = w_shared + m * tile.pitch;
-      opmath_t acc = opmath_t(0);
-      for (int k = 0; k < K; ++k) {
-        acc += xr[k] * wm[k];
-      }
-      y[first_row * M + o] = static_cast<scalar_t>(sigmoid(acc + b_shared[m]));
-    }
-    // The next tile overwrites x_tile.
-    __syncthreads();
-  }
-}
 
 template <typename scalar_t>
 __global__ void sigmoid_inplace_kernel(scalar_t* __restrict__ y, int64_t n) {
@@ -197,20 +115,20 @@ __global__ void sigmoid_grad_kernel(
   }
 }
 
-// grad_bias[m] = the sum over chunks of partial_sums[chunk, m], one block per column: each thread adds every
+// totals[c] = the sum over chunks of partial_sums[chunk, c], one block per column: each thread adds every
 // kThreads-th chunk in order, then a tree of fixed shape adds the threads' totals, so the result repeats bit for bit.
 template <typename scalar_t>
 __global__ void sum_chunks_kernel(
     const double* __restrict__ partial_sums,
     int64_t num_chunks,
-    int64_t M,
-    scalar_t* __restrict__ grad_bias) {
+    int64_t columns,
+    scalar_t* __restrict__ totals) {
   static_assert((kThreads & (kThreads - 1)) == 0, "the tree halves kThreads");
   __shared__ double thread_sums[kThreads];
   const int64_t column = blockIdx.x;
   double total = 0.0;
   for (int64_t chunk = threadIdx.x; chunk < num_chunks; chunk += kThreads) {
-    total += partial_sums[chunk * M + column];
+    total += partial_sums[chunk * columns + column];
   }
   thread_sums[threadIdx.x] = total;
   __syncthreads();
@@ -222,8 +140,25 @@ __global__ void sum_chunks_kernel(
   }
   if (threadIdx.x == 0) {
     // As on the CPU: the double total rounds to float first for the half types.
-    grad_bias[column] = static_cast<scalar_t>(thread_sums[0]);
+    totals[column] = static_cast<scalar_t>(thread_sums[0]);
   }
+}
+
+// A tensor of the partial sums' column count, in the dtype of `like`, holding their sums over the chunks.
+template <typename scalar_t>
+at::Tensor sum_chunks(const at::Tensor& partial_sums, at::IntArrayRef shape, const at::Tensor& like,
+                      cudaStream_t stream) {
+  at::Tensor totals = at::empty(shape, like.options());
+  const int64_t columns = partial_sums.size(1);
+  if (columns == 0) {
+    return totals;
+  }
+  TORCH_CHECK(columns <= std::numeric_limits<int32_t>::max(), "linear_sigmoid_backward: ", columns,
+              " gradient elements exceed one CUDA launch");
+  sum_chunks_kernel<scalar_t><<<static_cast<unsigned int>(columns), kThreads, 0, stream>>>(
+      partial_sums.const_data_ptr<double>(), partial_sums.size(0), columns, totals.mutable_data_ptr<scalar_t>());
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return totals;
 }
 
 // Blocks for a grid-stride kernel: as many as wanted up to enough to fill the device several times over; the
@@ -255,7 +190,7 @@ at::Tensor linear_sigmoid_cuda(
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   if (M <= kMaxSkinnyOutFeatures && K <= kMaxSkinnyInFeatures) {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "linear_sigmoid_skinny", [&] {
-      const SkinnyTile tile = skinny_tile<at::opmath_type<scalar_t>>(static_cast<int>(K));
+      const SkinnyTile tile = skinny_tile<at::opmath_type<scalar_t>>(static_cast<int>(K), kSkinnyForwardTileBytes);
       const int64_t num_tiles = (N + tile.rows - 1) / tile.rows;
       linear_sigmoid_skinny_kernel<scalar_t><<<grid_blocks(num_tiles), kThreads, tile.bytes, stream>>>(
           x.const_data_ptr<scalar_t>(),
@@ -288,6 +223,53 @@ at::Tensor linear_sigmoid_cuda(
   return output;
 }
 
+// The skinny shapes' backward: one pass of linear_sigmoid_skinny_backward_kernel, then the chunks' weight and bias
+// gradient sums added up.
+LinearSigmoidGradients skinny_backward(
+    const at::Tensor& dy,
+    const at::Tensor& y,
+    const at::Tensor& x,
+    const at::Tensor& w,
+    const at::Tensor& input,
+    std::array<bool, 3> output_mask) {
+  const int64_t N = x.size(0);
+  const int64_t K = w.size(1);
+  const int64_t M = w.size(0);
+  const int64_t num_chunks = (N + kSkinnyBackwardChunkRows - 1) / kSkinnyBackwardChunkRows;
+  const at::TensorOptions sums = x.options().dtype(at::kDouble);
+  const at::Tensor grad_input = output_mask[0] ? at::empty({N, K}, x.options()) : at::Tensor();
+  const at::Tensor weight_partials = output_mask[1] ? at::empty({num_chunks, M * K}, sums) : at::Tensor();
+  const at::Tensor bias_partials = output_mask[2] ? at::empty({num_chunks, M}, sums) : at::Tensor();
+  LinearSigmoidGradients gradients;
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, y.scalar_type(), "linear_sigmoid_skinny_backward", [&] {
+    const SkinnyTile tile = skinny_tile<at::opmath_type<scalar_t>>(static_cast<int>(K), kSkinnyBackwardTileBytes);
+    linear_sigmoid_skinny_backward_kernel<scalar_t><<<grid_blocks(num_chunks), kThreads, tile.bytes, stream>>>(
+        dy.const_data_ptr<scalar_t>(),
+        y.const_data_ptr<scalar_t>(),
+        x.const_data_ptr<scalar_t>(),
+        x.stride(0),
+        w.const_data_ptr<scalar_t>(),
+        N,
+        static_cast<int>(K),
+        static_cast<int>(M),
+        output_mask[0] ? grad_input.mutable_data_ptr<scalar_t>() : nullptr,
+        output_mask[1] ? weight_partials.mutable_data_ptr<double>() : nullptr,
+        output_mask[2] ? bias_partials.mutable_data_ptr<double>() : nullptr);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    if (output_mask[0]) {
+      std::get<0>(gradients) = grad_input.view(input.sizes());
+    }
+    if (output_mask[1]) {
+      std::get<1>(gradients) = sum_chunks<scalar_t>(weight_partials, {M, K}, w, stream);
+    }
+    if (output_mask[2]) {
+      std::get<2>(gradients) = sum_chunks<scalar_t>(bias_partials, {M}, w, stream);
+    }
+  });
+  return gradients;
+}
+
 std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>, std::optional<at::Tensor>>
 linear_sigmoid_backward_cuda(
     const at::Tensor& grad_output,
@@ -308,6 +290,12 @@ linear_sigmoid_backward_cuda(
   if (N == 0 || M == 0) {
     return zero_gradients(input, weight, output_mask);
   }
+  if (!output_mask[0] && !output_mask[1] && !output_mask[2]) {
+    return {};
+  }
+  if (M <= kMaxSkinnyOutFeatures && weight.size(1) <= kMaxSkinnyInFeatures) {
+    return skinny_backward(dy, y, x, weight.contiguous(), input, output_mask);
+  }
 
   std::optional<at::Tensor> grad_input;
   std::optional<at::Tensor> grad_weight;
@@ -315,9 +303,6 @@ linear_sigmoid_backward_cuda(
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   // dz is stored only for the GEMMs; the bias gradient alone needs just its sums.
   const bool store_dz = output_mask[0] || output_mask[1];
-  if (!store_dz && !output_mask[2]) {
-    return {grad_input, grad_weight, grad_bias};
-  }
   at::Tensor dz = store_dz ? at::empty({N, M}, y.options()) : at::Tensor();
   const GradLayout layout = grad_layout(M);
   const int64_t num_chunks = (N + layout.chunk_rows - 1) / layout.chunk_rows;
@@ -326,11 +311,8 @@ linear_sigmoid_backward_cuda(
       num_chunks * column_blocks <= std::numeric_limits<int32_t>::max() &&
           M <= std::numeric_limits<int32_t>::max(),
       "linear_sigmoid_backward: ", N, " rows of ", M, " outputs exceed one CUDA launch");
-  at::Tensor partial_sums;
-  if (output_mask[2]) {
-    partial_sums = at::empty({num_chunks, M}, y.options().dtype(at::kDouble));
-    grad_bias = at::empty({M}, weight.options());
-  }
+  const at::Tensor partial_sums = output_mask[2] ? at::empty({num_chunks, M}, y.options().dtype(at::kDouble))
+                                                 : at::Tensor();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, y.scalar_type(), "linear_sigmoid_backward", [&] {
     sigmoid_grad_kernel<scalar_t><<<static_cast<unsigned int>(num_chunks * column_blocks), kThreads, 0, stream>>>(
         dy.const_data_ptr<scalar_t>(),
@@ -341,9 +323,7 @@ linear_sigmoid_backward_cuda(
         output_mask[2] ? partial_sums.mutable_data_ptr<double>() : nullptr);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     if (output_mask[2]) {
-      sum_chunks_kernel<scalar_t><<<static_cast<unsigned int>(M), kThreads, 0, stream>>>(
-          partial_sums.const_data_ptr<double>(), num_chunks, M, grad_bias->mutable_data_ptr<scalar_t>());
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      grad_bias = sum_chunks<scalar_t>(partial_sums, {M}, weight, stream);
     }
   });
   if (output_mask[0]) {
