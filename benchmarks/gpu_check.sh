@@ -48,8 +48,16 @@ else
   echo "no CUTLASS wheel in .whl/: GEMM-sized shapes will run on cuBLAS plus a sigmoid pass" | tee -a "$log"
 fi
 export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}" MAX_JOBS="${MAX_JOBS:-16}"
-timeout "$(limit 150)" python3 -m pip install --no-build-isolation --no-deps --no-index -e . >>"$log" 2>&1 \
-  || { tail -30 "$log"; exit 1; }
+build() { timeout "$(limit 150)" python3 -m pip install --no-build-isolation --no-deps --no-index -e . >>"$log" 2>&1; }
+if ! build; then
+  # The CUTLASS GEMM is the build's newest and least tried part: without it the rest of the check can still run.
+  tail -30 "$log"
+  [ -n "${CUTLASS_INCLUDE_DIR:-}" ] || exit 1
+  echo "the build failed with CUTLASS; building without it" | tee -a "$log"
+  status=1
+  unset CUTLASS_INCLUDE_DIR
+  build || { tail -30 "$log"; exit 1; }
+fi
 python3 -c "import fused_sigmoid, sys; sys.exit(0 if fused_sigmoid.has_cuda_kernels() else 1)" \
   || { echo "built without CUDA kernels"; exit 1; }
 # Which kernels each forward path launches: the CUTLASS GEMM where it was built, the skinny kernel, cuBLAS.
