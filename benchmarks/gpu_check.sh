@@ -27,6 +27,8 @@ limit() { local left=$((deadline - SECONDS - 5)); echo $((left < $1 ? (left > 0 
 export PYTHONUNBUFFERED=1
 # The machine's Python has no notebook tooling; tests/test_notebook.py runs in CI.
 pytest_args=(-q -p no:cacheprovider --ignore=tests/test_notebook.py -rfE)
+# A kernel that hangs stops its test, with the stacks printed, instead of the whole step (pytest-timeout is there).
+if python3 -c "import pytest_timeout" 2>/dev/null; then pytest_args+=(--timeout=90); fi
 
 step "environment"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$log"
