@@ -655,8 +655,8 @@ void add_column_sums(const T* dz, int64_t rows, int64_t M, double* column_sums) 
 // dz_opmath may be null when only the rounded dz is wanted. Always inlined: called for one vector at a time, the
 // loop and its tail fold away.
 template <typename scalar_t>
-C10_ALWAYS_INLINE void sigmoid_grad(const scalar_t* dy, const scalar_t* y, int64_t n, at::opmath_type<scalar_t>* dz_opmath,
-                  scalar_t* dz_rounded) {
+C10_ALWAYS_INLINE void sigmoid_grad(const scalar_t* dy, const scalar_t* y, int64_t n,
+                                    at::opmath_type<scalar_t>* dz_opmath, scalar_t* dz_rounded) {
   if constexpr (std::is_same_v<at::opmath_type<scalar_t>, scalar_t>) {
     at::vec::map2(SigmoidGrad<scalar_t>(), dz_opmath, dy, y, n);
   } else {
@@ -793,8 +793,8 @@ void linear_sigmoid_backward_rows_typed(
   // faulted first (with transparent huge pages, THP_MEM_ALLOC_ENABLE=1, where faults are few, the first pass costs
   // about 3 ms of a 30 ms step).
   const int64_t dx_bytes = rows * K * int64_t(sizeof(scalar_t));
-  const bool stream_dx = !needs_opmath_copy && dx_bytes >= kStreamingBytes;
-  if (stream_dx && dx != nullptr) {
+  const bool stream_dx = dx != nullptr && !needs_opmath_copy && dx_bytes >= kStreamingBytes;
+  if (stream_dx) {
     constexpr int64_t kPage = 4096;
     char* bytes = reinterpret_cast<char*>(dx);
     for (int64_t offset = 0; offset < dx_bytes; offset += kPage) {
