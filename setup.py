@@ -94,7 +94,8 @@ def extension():
     cuda = cuda_sources()
     sources = (
         ["csrc/linear_sigmoid.cpp", "csrc/checks.cpp", "csrc/rows.cpp", "csrc/op_calls.cpp", "csrc/autograd.cpp",
-         "csrc/autocast.cpp", "csrc/cpu/linear_sigmoid_cpu.cpp", "csrc/cpu/kernel_dispatch.cpp"]
+         "csrc/autocast.cpp", "csrc/cpu/linear_sigmoid_cpu.cpp", "csrc/cpu/kernel_dispatch.cpp",
+         "csrc/cpu/large_buffers.cpp"]
         + list(capabilities)
         + cuda
     )

@@ -787,11 +787,11 @@ void linear_sigmoid_backward_rows_typed(
   std::vector<T> x_block(needs_opmath_copy && weight_sums != nullptr ? block_rows * K : 0);
   std::vector<T> dx_block(needs_opmath_copy && dx != nullptr ? block_rows * K : 0);
   // A chunk's grad_input this large (wide rows: 4096 float rows of 1024 features and more) is written with
-  // non-temporal stores, after one store per page has faulted in its fresh pages all at once. Writing a fresh
-  // 128 MiB output is mostly page faults; measured at 8192 x 4096 -> 1, one thread, the grad_input alone took 75 ms
-  // with ordinary stores, 67 ms streamed, and the whole training step went from 0.85x eager to 0.97x with the pages
-  // faulted first (with transparent huge pages, THP_MEM_ALLOC_ENABLE=1, where faults are few, the first pass costs
-  // about 3 ms of a 30 ms step).
+  // non-temporal stores, after one store per page has faulted in its fresh pages all at once. Where the buffer has
+  // no 2 MiB pages (empty_large, large_buffers.h) writing a fresh 128 MiB output is mostly page faults: measured at
+  // 8192 x 4096 -> 1, one thread, the grad_input alone took 75 ms with ordinary stores, 67 ms streamed, and the
+  // whole training step went from 0.85x eager to 0.97x with the pages faulted first. With 2 MiB pages the first
+  // pass costs under 1 ms of a 30 ms step.
   const int64_t dx_bytes = rows * K * int64_t(sizeof(scalar_t));
   const bool stream_dx = dx != nullptr && !needs_opmath_copy && dx_bytes >= kStreamingBytes;
   if (stream_dx) {

@@ -3,6 +3,7 @@
 #include "../checks.h"
 #include "../rows.h"
 #include "kernels.h"
+#include "large_buffers.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -158,7 +159,7 @@ at::Tensor linear_sigmoid_cpu(
   check_linear_sigmoid_args(input, weight, bias);
   const int64_t K = weight.size(1);
   const int64_t M = weight.size(0);
-  at::Tensor output = at::empty(output_sizes(input, M), input.options());
+  at::Tensor output = empty_large(output_sizes(input, M), input.options());
   if (output.numel() == 0) {
     return output;
   }
@@ -227,7 +228,7 @@ at::Tensor sigmoid_grad_and_bias_grad(const at::Tensor& dy, const at::Tensor& y,
   const KernelTable& kernels = kernels_for_this_cpu();
   const int64_t N = y.size(0);
   const int64_t M = y.size(1);
-  at::Tensor dz = at::empty_like(y);
+  at::Tensor dz = empty_large(y.sizes(), y.options());
   const int64_t block_rows = backward_block_rows(M);
   const int64_t num_blocks = (N + block_rows - 1) / block_rows;
   BlockSums bias_sums(at::kDouble, grad_bias != nullptr ? num_blocks : 0, M);
@@ -285,7 +286,7 @@ std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>, std::optional<a
   const int64_t K = w.size(1);
   const int64_t M = w.size(0);
   const int64_t num_chunks = (N + chunk_rows - 1) / chunk_rows;
-  at::Tensor grad_input = output_mask[0] ? at::empty({N, K}, x.options()) : at::Tensor();
+  at::Tensor grad_input = output_mask[0] ? empty_large({N, K}, x.options()) : at::Tensor();
   BlockSums weight_sums(y.scalar_type(), output_mask[1] ? num_chunks : 0, M * K);
   BlockSums bias_sums(at::kDouble, output_mask[2] ? num_chunks : 0, M);
   const int64_t element_size = x.element_size();
@@ -365,13 +366,17 @@ linear_sigmoid_backward_cpu(
   std::optional<at::Tensor> grad_bias;
   const at::Tensor dz = sigmoid_grad_and_bias_grad(dy, y, output_mask[2] ? &grad_bias : nullptr);
   if (output_mask[0]) {
-    grad_input = at::mm(dz, weight).view(input.sizes());
+    at::Tensor rows = empty_large({N, K}, x.options());
+    at::mm_out(rows, dz, weight);
+    grad_input = rows.view(input.sizes());
   }
   if (output_mask[1]) {
     // The half types' weight gradient is BLAS's, whose sum over the rows depends on the thread count.
     at::globalContext().alertNotDeterministic("linear_sigmoid_backward (CPU, bfloat16/float16 weight gradient)");
     // dz^T is a transposed view: BLAS takes it as is, without a copy.
-    grad_weight = at::mm(dz.t(), x);
+    at::Tensor sums = empty_large({M, K}, x.options());
+    at::mm_out(sums, dz.t(), x);
+    grad_weight = sums;
   }
   return {grad_input, grad_weight, grad_bias};
 }
