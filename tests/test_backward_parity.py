@@ -205,3 +205,21 @@ def test_bias_gradient_is_the_rounded_exact_sum_of_dz(dtype, case, device):
     # One rounding to the dtype (for bfloat16 through float, as the total is stored) is at most one ulp of the result.
     ulp = torch.finfo(dtype).eps * expected.abs()
     assert ((grad_bias.double() - expected).abs() <= ulp).all(), (grad_bias.double() - expected).abs().max()
+
+
+# Shapes whose output or grad_input is 32 MiB or more in float64, one per CPU kernel: such buffers are allocated with
+# a request for 2 MiB pages (csrc/cpu/large_buffers.cpp), and the GEMM path writes its gradients into them itself.
+LARGE_OUTPUT_SHAPES = {"direct": (4_194_304, 3, 1), "tiled": (65_536, 64, 64), "GEMM": (16_384, 300, 300)}
+
+
+@pytest.mark.parametrize("shape", LARGE_OUTPUT_SHAPES.values(), ids=LARGE_OUTPUT_SHAPES.keys())
+def test_gradients_match_eager_with_outputs_of_32_mib_and_more(shape, device):
+    rows, in_features, out_features = shape
+    inputs = leaves((rows,), in_features, out_features, torch.float64, device)
+    assert max(rows * in_features, rows * out_features) * 8 >= 32 << 20
+    grad_output = torch.randn(rows, out_features, dtype=torch.float64).to(device)
+    out, grads = eager_gradients(linear_sigmoid, inputs, grad_output)
+    expected_out, expected_grads = eager_gradients(reference_linear_sigmoid, inputs, grad_output)
+    assert_close_to_reference(out, expected_out, torch.float64)
+    for ours, eager in zip(grads, expected_grads):
+        assert_close_to_reference(ours, eager, torch.float64, scale=rows**0.5)

@@ -16,14 +16,18 @@ namespace {
 constexpr int64_t kFreshMappingBytes = 32 * 1024 * 1024;
 constexpr uintptr_t kHugePageBytes = 2 * 1024 * 1024;
 
-// A hint for the 2 MiB-aligned part of [data, data + bytes), given before anything touches it. It affects only this
-// mapping, which glibc unmaps when the tensor is freed; its result is ignored because the buffer is valid either way.
+// A hint for the 2 MiB-aligned part of [data, data + bytes), given before anything touches it, and only where its
+// first page is not in memory yet: a block that glibc recycled from its heap is already backed and would not fault,
+// and is left as it is. Otherwise the hint covers a fresh mapping, which glibc unmaps when the tensor is freed. Its
+// result is ignored: the buffer is valid either way.
 void advise_huge_pages(void* data, int64_t bytes) {
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
   const uintptr_t begin = (reinterpret_cast<uintptr_t>(data) + kHugePageBytes - 1) / kHugePageBytes * kHugePageBytes;
   const uintptr_t end = (reinterpret_cast<uintptr_t>(data) + static_cast<uintptr_t>(bytes)) / kHugePageBytes *
       kHugePageBytes;
-  if (begin < end) {
+  unsigned char first_page_resident = 0;
+  if (begin < end && mincore(reinterpret_cast<void*>(begin), 1, &first_page_resident) == 0 &&
+      (first_page_resident & 1) == 0) {
     madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
   }
 #else
