@@ -17,6 +17,7 @@
 #include <cutlass/half.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <limits>
 
 namespace fused_sigmoid::cuda {
@@ -27,7 +28,26 @@ namespace {
 // GEMM does 2KM FLOP and the cuBLAS path's sigmoid pass moves y twice more. Taking these Ampere kernels at 60% of
 // an H100's tensor-core rate and cuBLAS's Hopper kernels at 80%, with 3.35 TB/s of memory bandwidth, the fused GEMM
 // is ahead up to about K = M = 1024 in bfloat16 and in TF32 (1.4x at 512, even at 1024) and behind beyond it.
-constexpr int64_t kMaxFeatures = 1024;
+constexpr int64_t kDefaultMaxFeatures = 1024;
+
+// The bound in force: kDefaultMaxFeatures, or FUSED_SIGMOID_CUTLASS_MAX_FEATURES when it is set (read once), so that
+// benchmarks/gpu_check.sh can time both paths on the same shapes from one build: 0 sends every shape to cuBLAS.
+int64_t max_features() {
+  static const int64_t bound = [] {
+    const char* text = std::getenv("FUSED_SIGMOID_CUTLASS_MAX_FEATURES");
+    if (text == nullptr) {
+      return kDefaultMaxFeatures;
+    }
+    char* end = nullptr;
+    const long long value = std::strtoll(text, &end, 10);
+    TORCH_CHECK(
+        end != text && *end == '\0' && value >= 0,
+        "fused_sigmoid.linear_sigmoid: FUSED_SIGMOID_CUTLASS_MAX_FEATURES must be a non-negative integer, got '", text,
+        "'");
+    return static_cast<int64_t>(value);
+  }();
+  return bound;
+}
 
 // Eager PyTorch's CUDA sigmoid, 1 / (1 + exp(-z)) in float; CUTLASS's own Sigmoid takes a faster, rougher exp.
 template <typename T>
@@ -151,7 +171,7 @@ bool gemm_sigmoid_on_tensor_cores(
   const int64_t M = w.size(0);
   // CUTLASS holds row coordinates in 32 bits, and adds up to a tile's height to them in the last tile.
   const int64_t max_rows = std::numeric_limits<int>::max() - 256;
-  if (K == 0 || K > kMaxFeatures || M > kMaxFeatures || x.size(0) > max_rows) {
+  if (K == 0 || K > max_features() || M > max_features() || x.size(0) > max_rows) {
     return false;
   }
   if (at::cuda::getCurrentDeviceProperties()->major < 8 || !aligned_for_vectors(x, w, b, y)) {
