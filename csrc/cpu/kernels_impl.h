@@ -153,6 +153,12 @@ inline T horizontal_sum(const Vectorized<T>& v) {
   }
 }
 
+// Full vectors where they fit: at::vec's partial loads and stores go through memory on AVX2.
+template <typename T>
+inline Vectorized<T> load_columns(const T* p, int64_t count) {
+  return count == Vectorized<T>::size() ? Vectorized<T>::loadu(p) : Vectorized<T>::loadu(p, count);
+}
+
 // The general forward loop: z[r, m] = x[r, :] . w[m, :] + b[m] by vector FMAs along K for R rows at once, one
 // accumulator per row, with masked loads for the tail (their zero lanes cannot turn an infinity into NaN). Every
 // row is summed in the same order however the rows are grouped, so a row's result does not depend on where a
@@ -179,16 +185,56 @@ inline void dot_row_group(const T* x, int64_t ldx, const T* w, const T* b, int64
   }
 }
 
-// Rows four at a time (four independent FMA chains hide the latency), the rest one at a time by the same loop.
-template <typename T>
-void dot_rows_vectorized(const T* x, int64_t ldx, const T* w, const T* b, int64_t rows, int64_t K, int64_t M,
+// dot_row_group for bfloat16/float16 rows, read in place: each vector of them becomes two float vectors in
+// registers (the first and second half of its values), multiplied into the row's float accumulator in that order,
+// so no float copy of the rows is written and read back. w, b and z are float.
+template <int R, typename scalar_t>
+inline void dot_half_row_group(const scalar_t* x, int64_t ldx, const float* w, const float* b, int64_t K, int64_t M,
+                               float* z) {
+  using Vec = Vectorized<float>;
+  using HalfVec = Vectorized<scalar_t>;
+  constexpr int64_t V = Vec::size();
+  for (int64_t m = 0; m < M; ++m) {
+    Vec acc[R];
+    for (int i = 0; i < R; ++i) {
+      acc[i] = Vec(0.0f);
+    }
+    for (int64_t k = 0; k < K; k += 2 * V) {
+      const int64_t count = std::min<int64_t>(2 * V, K - k);
+      const Vec w_low = load_columns(w + m * K + k, std::min(V, count));
+      const Vec w_high = count > V ? load_columns(w + m * K + k + V, count - V) : Vec(0.0f);
+      for (int i = 0; i < R; ++i) {
+        const scalar_t* xk = x + i * ldx + k;
+        const auto [low, high] =
+            at::vec::convert_to_float<scalar_t>(count == 2 * V ? HalfVec::loadu(xk) : HalfVec::loadu(xk, count));
+        acc[i] = at::vec::fmadd(high, w_high, at::vec::fmadd(low, w_low, acc[i]));
+      }
+    }
+    for (int i = 0; i < R; ++i) {
+      z[i * M + m] = horizontal_sum(acc[i]) + b[m];
+    }
+  }
+}
+
+// Rows four at a time (four independent FMA chains hide the latency), the rest one at a time by the same loop. x
+// is read in place, in its own type; w, b and z are in its opmath type.
+template <typename scalar_t, typename T>
+void dot_rows_vectorized(const scalar_t* x, int64_t ldx, const T* w, const T* b, int64_t rows, int64_t K, int64_t M,
                          T* z) {
+  const auto group = [&](auto group_rows, int64_t r) {
+    constexpr int R = decltype(group_rows)::value;
+    if constexpr (std::is_same_v<scalar_t, T>) {
+      dot_row_group<R>(x + r * ldx, ldx, w, b, K, M, z + r * M);
+    } else {
+      dot_half_row_group<R>(x + r * ldx, ldx, w, b, K, M, z + r * M);
+    }
+  };
   int64_t r = 0;
   for (; r + 4 <= rows; r += 4) {
-    dot_row_group<4>(x + r * ldx, ldx, w, b, K, M, z + r * M);
+    group(std::integral_constant<int, 4>(), r);
   }
   for (; r < rows; ++r) {
-    dot_row_group<1>(x + r * ldx, ldx, w, b, K, M, z + r * M);
+    group(std::integral_constant<int, 1>(), r);
   }
 }
 
@@ -325,27 +371,22 @@ void linear_sigmoid_rows_typed(
     std::copy(bias, bias + M, b.begin());
   }
   const FixedForward<T> fixed = fixed_kernels<T>(K, M).first;
-  // Half types, and strided rows for the fixed kernels, go through a contiguous opmath copy of each block.
-  const bool needs_opmath_copy = !std::is_same_v<T, scalar_t> || (fixed != nullptr && ldx != K);
+  // The fixed kernels take contiguous opmath rows: half types and strided rows go through a copy of each block.
+  // The vectorised loop reads the rows in place.
+  const bool needs_opmath_copy = fixed != nullptr && (!std::is_same_v<T, scalar_t> || ldx != K);
   const int64_t block_rows = std::max<int64_t>(1, kBlockValues / std::max<int64_t>({M, needs_opmath_copy ? K : 1, 1}));
   std::vector<T> z(block_rows * M);
   std::vector<T> x_block(needs_opmath_copy ? block_rows * K : 0);
   for (int64_t r0 = 0; r0 < rows; r0 += block_rows) {
     const int64_t n = std::min(block_rows, rows - r0);
-    const T* xb = nullptr;
-    int64_t ldb = K;
-    if (needs_opmath_copy) {
+    if (fixed == nullptr) {
+      dot_rows_vectorized(x + r0 * ldx, ldx, w.data(), b.data(), n, K, M, z.data());
+    } else if (needs_opmath_copy) {
       widen_rows(x + r0 * ldx, ldx, n, K, x_block.data());
-      xb = x_block.data();
+      fixed(x_block.data(), w.data(), b.data(), n, z.data());
     } else {
       // Only reached when scalar_t is T.
-      xb = reinterpret_cast<const T*>(x + r0 * ldx);
-      ldb = ldx;
-    }
-    if (fixed != nullptr) {
-      fixed(xb, w.data(), b.data(), n, z.data());
-    } else {
-      dot_rows_vectorized(xb, ldb, w.data(), b.data(), n, K, M, z.data());
+      fixed(reinterpret_cast<const T*>(x + r0 * ldx), w.data(), b.data(), n, z.data());
     }
     at::vec::map(Sigmoid<T>(), y + r0 * M, z.data(), n * M);
   }
@@ -462,12 +503,6 @@ inline void over_row_tiles(int64_t rows, const Tile& tile) {
     tile(std::integral_constant<int, TileRows>(), r0);
   }
   last_row_tile<TileRows - 1>(rows - r0, r0, tile);
-}
-
-// Full vectors where they fit: at::vec's partial loads and stores go through memory on AVX2.
-template <typename T>
-inline Vectorized<T> load_columns(const T* p, int64_t count) {
-  return count == Vectorized<T>::size() ? Vectorized<T>::loadu(p) : Vectorized<T>::loadu(p, count);
 }
 
 template <typename T>
