@@ -209,6 +209,7 @@ def test_bias_gradient_is_the_rounded_exact_sum_of_dz(dtype, case, device):
 
 # Shapes whose output or grad_input is 32 MiB or more in float64, one per CPU kernel: such buffers are allocated with
 # a request for 2 MiB pages (csrc/cpu/large_buffers.cpp), and the GEMM path writes its gradients into them itself.
+# On a GPU the same shapes go through the CUDA kernels.
 LARGE_OUTPUT_SHAPES = {"direct": (4_194_304, 3, 1), "tiled": (65_536, 64, 64), "GEMM": (16_384, 300, 300)}
 
 

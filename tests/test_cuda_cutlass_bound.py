@@ -1,7 +1,8 @@
-"""FUSED_SIGMOID_CUTLASS_MAX_FEATURES, the bound on K and M of the CUDA forward's CUTLASS path, read once per process:
-with every shape sent to cuBLAS (0) and with CUTLASS taking shapes far beyond its default bound (8192), the forward
-stays within twice eager's error against float64; a value that is not a non-negative integer is an error naming the
-variable. Each setting runs in a fresh process."""
+"""FUSED_SIGMOID_CUTLASS_MAX_FEATURES, the bound on K and M of the CUDA forward's CUTLASS path, read once per process.
+With every shape sent to cuBLAS (0) no CUTLASS GEMM runs; with CUTLASS taking shapes far beyond its default bound
+(8192) it runs on a shape inside that bound and on one outside it alike (in a build with CUTLASS; on neither
+without); either way the forward stays within twice eager's error against float64. A value that is not a
+non-negative integer is an error naming the variable. Each setting runs in a fresh process."""
 
 import os
 import subprocess
@@ -14,9 +15,22 @@ from conftest import CUDA_REASON, cuda_ready
 
 pytestmark = pytest.mark.skipif(not cuda_ready, reason=CUDA_REASON)
 
-# Runs in the child: bfloat16 and TF32 float32 on shapes inside (256) and beyond (2048) the default bound of 1024.
-CHILD = r"""
-import sys, torch
+# Our CUTLASS GEMM is the one kernel whose name holds its epilogue's functor, EagerSigmoid (cuBLAS's own kernels
+# may be CUTLASS instances too). Prints, per case, whether it ran.
+USES_OUR_GEMM = r"""
+import torch
+
+def uses_our_gemm(fn):
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as profile:
+        out = fn()
+        torch.cuda.synchronize()
+    names = [event.name for event in profile.events() if event.device_type.name == "CUDA"]
+    return out, any("EagerSigmoid" in name for name in names)
+"""
+
+# Runs in the child: bfloat16 and TF32 float32 on a shape inside (256) and one beyond (2048) the default bound.
+CHILD = USES_OUR_GEMM + r"""
+import sys
 sys.path.insert(0, sys.argv[1])
 from conftest import assert_within_twice_eager_error
 from test_reduced_precision import round_to_tf32
@@ -28,6 +42,8 @@ for dtype in (torch.bfloat16, torch.float32):
         x = torch.randn(rows, k, generator=generator).to("cuda", dtype)
         w = (torch.randn(m, k, generator=generator) / k**0.5).to("cuda", dtype)
         b = torch.randn(m, generator=generator).to("cuda", dtype)
+        out, ran = uses_our_gemm(lambda: linear_sigmoid(x, w, b))
+        print(f"our GEMM ran: {ran}")
         exact = reference_linear_sigmoid(x.double(), w.double(), b.double())
         yardstick = reference_linear_sigmoid(x, w, b)
         if dtype == torch.float32:
@@ -35,42 +51,45 @@ for dtype in (torch.bfloat16, torch.float32):
             # are also a yardstick, and the one that errs more is used.
             tf32 = reference_linear_sigmoid(round_to_tf32(x).double(), round_to_tf32(w).double(), b.double()).float()
             yardstick = max(yardstick, tf32, key=lambda t: (t.double() - exact).abs().max().item())
-        assert_within_twice_eager_error(linear_sigmoid(x, w, b), yardstick, exact, f"{dtype} {rows}x{k}->{m}")
+        assert_within_twice_eager_error(out, yardstick, exact, f"{dtype} {rows}x{k}->{m}")
 """
 
-# Runs in the child: a bfloat16 GEMM shape inside the default bound, which a build with CUTLASS sends to it.
-INVALID_CHILD = r"""
-import torch
+# Runs in the child: a bfloat16 shape that a build with CUTLASS sends to it, were "1024" read alone from the value.
+INVALID_CHILD = USES_OUR_GEMM + r"""
 from fused_sigmoid import linear_sigmoid
 x, w = (torch.randn(*shape, device="cuda", dtype=torch.bfloat16) for shape in ((256, 64), (64, 64)))
-with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as profile:
-    try:
-        linear_sigmoid(x, w)
-        torch.cuda.synchronize()
-    except RuntimeError as error:
-        print(error)
-        raise SystemExit(0)
-kernels = [event.name for event in profile.events() if event.device_type.name == "CUDA"]
-print("no error; kernels:", kernels)
-raise SystemExit(0 if not any("cutlass" in name.lower() for name in kernels) else 1)
+try:
+    _, ran = uses_our_gemm(lambda: linear_sigmoid(x, w))
+except RuntimeError as error:
+    print(error)
+else:
+    print(f"no error; our GEMM ran: {ran}")
 """
 
 
 def run_child(code, bound, *args):
     environment = dict(os.environ, FUSED_SIGMOID_CUTLASS_MAX_FEATURES=bound)
-    return subprocess.run([sys.executable, "-c", code, *args], env=environment, capture_output=True, text=True,
-                          timeout=300)
+    child = subprocess.run([sys.executable, "-c", code, *args], env=environment, capture_output=True, text=True,
+                           timeout=300)
+    assert child.returncode == 0, child.stdout[-3000:] + child.stderr[-3000:]
+    return child.stdout
 
 
 @pytest.mark.parametrize("bound", ["0", "8192"])
-def test_forward_within_twice_eager_error_on_either_side_of_the_bound(bound):
-    child = run_child(CHILD, bound, str(Path(__file__).parent))
-    assert child.returncode == 0, child.stdout[-3000:] + child.stderr[-3000:]
+def test_bound_routes_the_forward_and_both_paths_are_accurate(bound):
+    ran = [line.endswith("True") for line in run_child(CHILD, bound, str(Path(__file__).parent)).splitlines()
+           if line.startswith("our GEMM ran:")]
+    assert len(ran) == 4
+    if bound == "0":
+        assert not any(ran), "the CUTLASS GEMM ran with its bound at 0"
+    else:
+        assert all(ran) or not any(ran), f"the CUTLASS GEMM ran on some shapes only, with its bound at 8192: {ran}"
 
 
 def test_invalid_bound_is_an_error_naming_the_variable():
-    child = run_child(INVALID_CHILD, "12abc")
-    # A build without CUTLASS never reads the variable: then no CUTLASS kernel may have run either.
-    assert child.returncode == 0, child.stdout[-3000:] + child.stderr[-3000:]
-    if "no error" not in child.stdout:
-        assert "FUSED_SIGMOID_CUTLASS_MAX_FEATURES must be a non-negative integer, got '12abc'" in child.stdout
+    printed = run_child(INVALID_CHILD, "1024abc")
+    # A build without CUTLASS never reads the variable: then its GEMM cannot have run either.
+    if "no error" in printed:
+        assert "our GEMM ran: False" in printed, printed
+    else:
+        assert "FUSED_SIGMOID_CUTLASS_MAX_FEATURES must be a non-negative integer, got '1024abc'" in printed, printed

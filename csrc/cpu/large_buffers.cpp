@@ -17,9 +17,9 @@ constexpr int64_t kFreshMappingBytes = 32 * 1024 * 1024;
 constexpr uintptr_t kHugePageBytes = 2 * 1024 * 1024;
 
 // A hint for the 2 MiB-aligned part of [data, data + bytes), given before anything touches it, and only where its
-// first page is not in memory yet: a block that glibc recycled from its heap is already backed and would not fault,
-// and is left as it is. Otherwise the hint covers a fresh mapping, which glibc unmaps when the tensor is freed. Its
-// result is ignored: the buffer is valid either way.
+// first page is not in memory yet. With glibc's defaults such a block is a fresh mapping, unmapped when the tensor
+// is freed; a block that another allocator (jemalloc, tcmalloc) or a raised M_MMAP_THRESHOLD recycled is already
+// backed, would not fault, and is left as it is. Its result is ignored: the buffer is valid either way.
 void advise_huge_pages(void* data, int64_t bytes) {
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
   const uintptr_t begin = (reinterpret_cast<uintptr_t>(data) + kHugePageBytes - 1) / kHugePageBytes * kHugePageBytes;

@@ -382,9 +382,9 @@ linear_sigmoid_backward_cpu(
   std::optional<at::Tensor> grad_bias;
   const at::Tensor dz = sigmoid_grad_and_bias_grad(dy, y, output_mask[2] ? &grad_bias : nullptr);
   if (output_mask[0]) {
-    at::Tensor rows = empty_large({N, K}, x.options());
-    at::mm_out(rows, dz, weight);
-    grad_input = rows.view(input.sizes());
+    at::Tensor grad_rows = empty_large({N, K}, x.options());
+    at::mm_out(grad_rows, dz, weight);
+    grad_input = grad_rows.view(input.sizes());
   }
   if (output_mask[1]) {
     // The half types' weight gradient is BLAS's, whose sum over the rows depends on the thread count.

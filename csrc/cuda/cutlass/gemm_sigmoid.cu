@@ -16,6 +16,7 @@
 #include <cutlass/gemm/device/gemm.h>
 #include <cutlass/half.h>
 
+#include <cerrno>
 #include <cstdint>
 #include <cstdlib>
 #include <limits>
@@ -31,7 +32,9 @@ namespace {
 constexpr int64_t kDefaultMaxFeatures = 1024;
 
 // The bound in force: kDefaultMaxFeatures, or FUSED_SIGMOID_CUTLASS_MAX_FEATURES when it is set (read once), so that
-// benchmarks/gpu_check.sh can time both paths on the same shapes from one build: 0 sends every shape to cuBLAS.
+// benchmarks/gpu_check.sh can time both paths on the same shapes from one build: 0 sends every shape this path
+// could take to cuBLAS (the skinny shapes keep their own kernel). Set but empty, out of range or not a whole
+// non-negative number is an error, raised on every call, rather than a silent default.
 int64_t max_features() {
   static const int64_t bound = [] {
     const char* text = std::getenv("FUSED_SIGMOID_CUTLASS_MAX_FEATURES");
@@ -39,11 +42,11 @@ int64_t max_features() {
       return kDefaultMaxFeatures;
     }
     char* end = nullptr;
+    errno = 0;
     const long long value = std::strtoll(text, &end, 10);
     TORCH_CHECK(
-        end != text && *end == '\0' && value >= 0,
-        "fused_sigmoid.linear_sigmoid: FUSED_SIGMOID_CUTLASS_MAX_FEATURES must be a non-negative integer, got '", text,
-        "'");
+        end != text && *end == '\0' && errno != ERANGE && value >= 0,
+        "linear_sigmoid: FUSED_SIGMOID_CUTLASS_MAX_FEATURES must be a non-negative integer, got '", text, "'");
     return static_cast<int64_t>(value);
   }();
   return bound;
