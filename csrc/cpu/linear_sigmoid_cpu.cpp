@@ -21,8 +21,7 @@ namespace {
 // The choice of kernel, by shape (measured on a 2-core AVX-512 machine; see README, "How the fused kernel works"):
 // - direct: few outputs per row. Each row is read once and its handful of dot products formed in place; a
 //   GEMM would pad or transpose for nothing, and BLAS runs such skinny products far below memory speed. The
-//   half types take it for the shapes with specialised loops and, in the forward of bfloat16, for up to 4 outputs
-//   from 64 inputs on (use_direct_forward).
+//   half types take it where oneDNN runs them slowly in their type (use_direct_forward, use_direct_backward).
 // - tiled: float and double with more outputs than that, while the transposed weight fits in half of a core's L2
 //   (it is re-read for every tile of rows): a register-tiled GEMM that applies bias and sigmoid to its
 //   accumulators (1.5-2x BLAS plus a sigmoid pass at 30001 x 100 -> 10, one thread).
@@ -33,27 +32,43 @@ constexpr int64_t kMaxDirectOutFeatures = 8;
 constexpr int64_t kMinTiledOutFeatures = kMaxDirectOutFeatures + 1;
 constexpr int64_t kTiledWeightBytes = 512 * 1024;
 
-// The half types' backward widens each block of rows to float, which costs more than BLAS's native
-// bfloat16/float16 kernels do beyond the specialised shapes.
-bool use_direct_kernel(int64_t in_features, int64_t out_features, at::ScalarType dtype) {
-  if (dtype == at::kFloat || dtype == at::kDouble) {
-    return out_features <= kMaxDirectOutFeatures;
-  }
+bool is_fixed_shape(int64_t in_features, int64_t out_features) {
   return in_features <= kMaxFixedInFeatures && out_features <= kMaxFixedOutFeatures;
 }
 
-// The forward's dot products read bfloat16 rows in place, widening them in registers, and beat oneDNN's bfloat16
-// kernels on narrow products once the rows are long enough to outweigh each dot product's final sum across a
-// vector (one thread, against eager: 8192 x 4096 -> 1 1.7x, 65536 x 128 -> 4 1.6x, 65536 x 64 -> 2 1.5x,
-// 262144 x 30 -> 1 0.93x; 8 outputs 0.5-1.2x). float16 stays on BLAS: oneDNN's float16 kernel ran 1.3-1.7x
-// faster than ours from 256 inputs on.
+// The forward's dot products read half rows in place, widening them in registers, and beat oneDNN on narrow
+// products where its kernel for the type is slow (one thread, against eager). bfloat16 with up to 4 outputs, once
+// the rows are long enough to outweigh each dot product's final sum across a vector: 8192 x 4096 -> 1 1.7x,
+// 65536 x 128 -> 4 1.6x, 65536 x 64 -> 2 1.5x, but 262144 x 30 -> 1 0.93x and 8 outputs 0.5-1.2x. float16 on short
+// rows, where oneDNN's float16 kernel is slower still: 262144 x 30 -> 1 4.8x, 65536 x 64 -> 8 4.4x,
+// 65536 x 128 -> 4 3.4x, 1048576 x 128 -> 1 1.8x, 65536 x 192 -> 1 1.2x; from 256 inputs on it ran 1.2-1.8x faster
+// than ours (rows of 512 bytes and more, read four at a time, stream from memory at half speed here in either type).
 constexpr int64_t kMaxDirectBFloat16OutFeatures = 4;
 constexpr int64_t kMinDirectBFloat16InFeatures = 64;
+constexpr int64_t kMaxDirectFloat16InFeatures = 192;
 
 bool use_direct_forward(int64_t in_features, int64_t out_features, at::ScalarType dtype) {
-  return use_direct_kernel(in_features, out_features, dtype) ||
-      (dtype == at::kBFloat16 && out_features <= kMaxDirectBFloat16OutFeatures &&
-       in_features >= kMinDirectBFloat16InFeatures);
+  switch (dtype) {
+    case at::kBFloat16:
+      return is_fixed_shape(in_features, out_features) ||
+          (out_features <= kMaxDirectBFloat16OutFeatures && in_features >= kMinDirectBFloat16InFeatures);
+    case at::kHalf:
+      return is_fixed_shape(in_features, out_features) ||
+          (out_features <= kMaxDirectOutFeatures && in_features <= kMaxDirectFloat16InFeatures);
+    default:
+      return out_features <= kMaxDirectOutFeatures;
+  }
+}
+
+// The direct backward widens each block of half rows to float. That costs more than oneDNN's bfloat16 GEMMs beyond
+// the fixed shapes (0.72-0.96x eager at 65536 x 64 -> 2 to 65536 x 128 -> 4), but oneDNN's float16 GEMMs are far
+// slower here: a float16 training step ran 4-20x faster with it (262144 x 30 -> 1 5.9x, 65536 x 192 -> 1 10.9x,
+// 8192 x 4096 -> 1 7.9x, 16384 x 1024 -> 8 4.0x, one thread).
+bool use_direct_backward(int64_t in_features, int64_t out_features, at::ScalarType dtype) {
+  if (dtype == at::kBFloat16) {
+    return is_fixed_shape(in_features, out_features);
+  }
+  return out_features <= kMaxDirectOutFeatures;
 }
 
 bool use_tiled_kernel(int64_t in_features, int64_t out_features, at::ScalarType dtype) {
@@ -362,7 +377,7 @@ linear_sigmoid_backward_cpu(
   }
 
   const KernelTable& kernels = kernels_for_this_cpu();
-  if (use_direct_kernel(K, M, y.scalar_type())) {
+  if (use_direct_backward(K, M, y.scalar_type())) {
     return backward_one_pass(
         kernels.linear_sigmoid_backward_rows, kDirectBackwardChunkRows, dy, y, x, weight.contiguous(), input,
         output_mask);
