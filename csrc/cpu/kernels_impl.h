@@ -187,7 +187,9 @@ inline void dot_row_group(const T* x, int64_t ldx, const T* w, const T* b, int64
 
 // dot_row_group for bfloat16/float16 rows, read in place: each vector of them becomes two float vectors in
 // registers (the first and second half of its values), multiplied into the row's float accumulator in that order,
-// so no float copy of the rows is written and read back. w, b and z are float.
+// so no float copy of the rows is written and read back. w, b and z are float. Kept apart from dot_row_group: one
+// loop for both, loading an array of one or two opmath vectors per step, gave the same bits but ran the float32
+// forward 1.3-1.4x slower (262144 x 30 -> 1, 65536 x 30 -> 8, one thread).
 template <int R, typename scalar_t>
 inline void dot_half_row_group(const scalar_t* x, int64_t ldx, const float* w, const float* b, int64_t K, int64_t M,
                                float* z) {
@@ -753,6 +755,7 @@ void sigmoid_grad_and_column_sums_by_rows(
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t row = r * M;
     int64_t c = 0;
+    // Whole vectors apart from the row's tail: their count is the constant kVector, so sigmoid_grad's loop folds.
     for (; c + kVector <= M; c += kVector) {
       const T* g = store_sigmoid_grad(dy + row + c, y + row + c, kVector, dz + row + c, grad);
       for (int64_t i = 0; i < kVector; ++i) {
