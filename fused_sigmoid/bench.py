@@ -7,6 +7,7 @@ installed, a PNG of the speed-ups.
 
 import argparse
 import csv
+import itertools
 import math
 import os
 import platform
@@ -79,6 +80,20 @@ def setup(shape: tuple[int, int, int], dtype: torch.dtype, device: str) -> Case:
     return Case(x, w, b, grad_output, shape)
 
 
+def rotation(case: Case) -> list[Case]:
+    """The cases one measurement takes in turn. On a GPU, whose L2 (50-60 MB on an H100/H200) holds a mid shape's
+    whole batch, enough copies of the per-batch tensors (the input and the output gradient; the weights stay
+    shared, as they are across a model's batches) that a pass over them is at least three times the L2, so that
+    every call reads its batch from device memory, as a model's next batch would be read. One case on the CPU."""
+    if case.x.device.type != "cuda":
+        return [case]
+    batch_bytes = (case.x.numel() + case.grad_output.numel()) * case.x.element_size()
+    l2_bytes = getattr(torch.cuda.get_device_properties(case.x.device), "L2_cache_size", 64 * 2**20)
+    copies = min(64, max(1, math.ceil(3 * l2_bytes / max(batch_bytes, 1))))
+    return [case] + [Case(case.x.detach().clone().requires_grad_(), case.w, case.b, case.grad_output.clone(),
+                          case.shape) for _ in range(copies - 1)]
+
+
 IMPLEMENTATIONS = ("eager", "fused", "compile", "fused+compile", "compile-max-autotune", "eager-repeat")
 
 
@@ -99,19 +114,29 @@ def implementations(max_autotune: bool) -> dict[str, Callable]:
     return impls
 
 
-def workload(fn: Callable, case: Case, mode: str) -> Callable[[], object]:
-    """A no-argument callable running one mode. ``forward`` is inference (no autograd); ``backward`` reuses one
-    recorded forward; ``full`` is a training step's forward and backward."""
-    inputs = (case.x, case.w, case.b)
+def workload(fn: Callable, cases: Sequence[Case], mode: str) -> Callable[[], object]:
+    """A no-argument callable running one mode, each call on the next of cases. ``forward`` is inference (no
+    autograd); ``backward`` reuses one recorded forward per case; ``full`` is a training step's forward and
+    backward."""
+    turn = itertools.cycle(range(len(cases)))
+    inputs = [(case.x, case.w, case.b) for case in cases]
     if mode == "forward":
         def inference():
             with torch.no_grad():
-                return fn(*inputs)
+                return fn(*inputs[next(turn)])
         return inference
     if mode == "backward":
-        out = fn(*inputs)
-        return lambda: torch.autograd.grad(out, inputs, case.grad_output, retain_graph=True)
-    return lambda: torch.autograd.grad(fn(*inputs), inputs, case.grad_output)
+        outs = [fn(*case_inputs) for case_inputs in inputs]
+
+        def backward():
+            i = next(turn)
+            return torch.autograd.grad(outs[i], inputs[i], cases[i].grad_output, retain_graph=True)
+        return backward
+
+    def training_step():
+        i = next(turn)
+        return torch.autograd.grad(fn(*inputs[i]), inputs[i], cases[i].grad_output)
+    return training_step
 
 
 def bytes_and_flops(case: Case, mode: str) -> tuple[int, int]:
@@ -245,12 +270,12 @@ def run(shapes: Sequence[tuple[int, int, int]], subsets: dict[torch.dtype, Seque
                 for shape in shapes:
                     if shape not in subsets.get(dtype, shapes):
                         continue
-                    case = setup(shape, dtype, device)
+                    cases = rotation(setup(shape, dtype, device))
                     torch._dynamo.reset()
                     impls = {name: fn for name, fn in implementations(max_autotune).items()
                              if impl_names is None or name == "eager" or name in impl_names}
                     for mode in modes:
-                        rows += measure_case(case, mode, impls, threads, bandwidth, rates[dtype], min_run_time,
+                        rows += measure_case(cases, mode, impls, threads, bandwidth, rates[dtype], min_run_time,
                                              rounds, device, machine)
                     # Written after every case, so a run stopped by a time limit keeps what it measured.
                     if output is not None and rows:
@@ -262,15 +287,16 @@ def run(shapes: Sequence[tuple[int, int, int]], subsets: dict[torch.dtype, Seque
     return rows
 
 
-def measure_case(case: Case, mode: str, impls: dict[str, Callable], threads: int, bandwidth: float, rate: float,
-                 min_run_time: float, rounds: int, device: str, machine: str) -> list[dict]:
-    """Every implementation on one case and mode: a table row each, as dicts."""
+def measure_case(cases: Sequence[Case], mode: str, impls: dict[str, Callable], threads: int, bandwidth: float,
+                 rate: float, min_run_time: float, rounds: int, device: str, machine: str) -> list[dict]:
+    """Every implementation on one case (taken in turn with its copies) and mode: a table row each, as dicts."""
+    case = cases[0]
     moved, flops = bytes_and_flops(case, mode)
     floor = max(moved / bandwidth, flops / rate)
     works = {}
     for name, fn in impls.items():
         try:
-            work = workload(fn, case, mode)  # the backward mode's recorded forward compiles here
+            work = workload(fn, cases, mode)  # the backward mode's recorded forward compiles here
             for _ in range(3):  # warm-up, compilation included
                 work()
         except Exception as error:  # a compile mode that fails here is reported, not fatal
@@ -294,7 +320,7 @@ def measure_case(case: Case, mode: str, impls: dict[str, Callable], threads: int
         peak = peak_memory_mib(work, device) if case.shape[0] > 1 else float("nan")
         row = dict(machine=machine, torch=torch.__version__, threads=threads,
                    dtype=str(case.x.dtype).replace("torch.", ""), N=case.shape[0], K=case.shape[1],
-                   M=case.shape[2], mode=mode, impl=name, median_ms=median * 1e3,
+                   M=case.shape[2], batch_copies=len(cases), mode=mode, impl=name, median_ms=median * 1e3,
                    iqr_ms=statistics.median(iqrs[name]) * 1e3, speedup_vs_eager=speedup,
                    floor_ms=floor * 1e3, fraction_of_floor=floor / median, peak_mib=peak)
         rows.append(row)

@@ -30,3 +30,29 @@ def test_bench_writes_every_implementation_and_summarizes(tmp_path):
                            capture_output=True, text=True, check=True).stdout
     assert "| float32 | 1 | 64 x 8 -> 16 | forward |" in table
     assert "| float32 | 1 | 64 x 8 -> 16 | full |" in table
+
+
+def test_workload_takes_each_rotated_batch_in_turn():
+    # On a GPU a measurement rotates among copies of the batch (bench.rotation); every mode must compute on the copy
+    # whose turn it is, the gradients included.
+    cases = [bench.setup((32, 5, 3), torch.float64, "cpu") for _ in range(3)]
+    for i, case in enumerate(cases):
+        with torch.no_grad():
+            case.x.mul_(i + 1)
+            case.grad_output.add_(i)
+    for mode in ("forward", "backward", "full"):
+        work = bench.workload(bench.linear_sigmoid, cases, mode)
+        for i in [0, 1, 2, 0]:
+            case = cases[i]
+            expected = torch.sigmoid(torch.nn.functional.linear(case.x, case.w, case.b))
+            if mode == "forward":
+                torch.testing.assert_close(work(), expected)
+            else:
+                grads = torch.autograd.grad(expected, (case.x, case.w, case.b), case.grad_output)
+                for got, want in zip(work(), grads):
+                    torch.testing.assert_close(got, want)
+
+
+def test_rotation_keeps_cpu_cases_single():
+    case = bench.setup((32, 5, 3), torch.float32, "cpu")
+    assert bench.rotation(case) == [case]
