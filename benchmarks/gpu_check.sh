@@ -109,7 +109,7 @@ if [ -n "${CUTLASS_INCLUDE_DIR:-}" ]; then
   for bound in 0 8192; do
     FUSED_SIGMOID_CUTLASS_MAX_FEATURES=$bound timeout "$(limit 60)" python3 -m fused_sigmoid bench --device cuda \
       --allow-tf32 --dtypes bfloat16 float32 --modes forward --impls fused --rounds 2 --min-run-time 0.05 \
-      --shapes 65536x256x256 32768x512x512 32768x1024x1024 16384x2048x2048 8192x4096x4096 \
+      --shapes 65536x64x64 65536x128x128 65536x256x256 32768x512x512 8192x4096x4096 \
       --output "$out/cuda_gemm_bound_$bound.csv" --plot /tmp/cuda_gemm_bound.png >>"$step_log" 2>&1
     case $? in
       0) ;;

@@ -139,6 +139,42 @@ def test_row_strided_input_across_chunks(rows, features, dtype, device):
         assert_close_to_reference(a, e, dtype, scale=rows**0.5)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("rows", [1001, 4097])
+@pytest.mark.parametrize("features", [(3, 2), (30, 1), (7, 8), (64, 3)])
+def test_contiguous_rows_at_an_odd_offset(rows, features, dtype, device):
+    # Tensors one element into their storage: rows still contiguous, but no longer 16-byte aligned, so the CUDA
+    # skinny kernels must take their element-wise loads. The result must match eager's, and be the one the same
+    # values give from an aligned copy.
+    in_features, out_features = features
+    generator = torch.Generator().manual_seed(rows)
+
+    def at_odd_offset(*shape):
+        flat = torch.randn(1 + shape[0] * shape[1], generator=generator).to(device, dtype)
+        return flat[1:].view(shape)
+
+    x = at_odd_offset(rows, in_features).requires_grad_()
+    w = torch.randn(out_features, in_features, generator=generator).to(device, dtype).requires_grad_()
+    b = torch.randn(out_features, generator=generator).to(device, dtype).requires_grad_()
+    grad_output = at_odd_offset(rows, out_features)
+    out = linear_sigmoid(x, w, b)
+    ours = torch.autograd.grad(out, (x, w, b), grad_output)
+    expected = reference_linear_sigmoid(x, w, b)
+    eager = torch.autograd.grad(expected, (x, w, b), grad_output)
+    if dtype == torch.bfloat16:
+        exact = reference_linear_sigmoid(x.double(), w.double(), b.double())
+        assert_within_twice_eager_error(out, expected, exact, f"{rows}x{in_features}->{out_features}")
+    else:
+        assert_close_to_reference(out, expected, dtype)
+        for a, e in zip(ours, eager):
+            assert_close_to_reference(a, e, dtype, scale=rows**0.5)
+    aligned = [t.detach().clone().requires_grad_() for t in (x, w, b)]
+    aligned_out = linear_sigmoid(*aligned)
+    torch.testing.assert_close(out, aligned_out, rtol=0, atol=0)
+    for a, e in zip(ours, torch.autograd.grad(aligned_out, aligned, grad_output.clone())):
+        torch.testing.assert_close(a, e, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("entry", [linear_sigmoid, LinearSigmoidFunction.apply], ids=["op", "Function"])
 @pytest.mark.parametrize("features", [(0, 3), (4, 0)])
 def test_double_backward_with_zero_features(features, entry, device):

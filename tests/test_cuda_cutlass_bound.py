@@ -1,7 +1,7 @@
 """FUSED_SIGMOID_CUTLASS_MAX_FEATURES, the bound on K and M of the CUDA forward's CUTLASS path, read once per process.
-With every shape sent to cuBLAS (0) no CUTLASS GEMM runs; with CUTLASS taking shapes far beyond its default bound
-(8192) it runs on a shape inside that bound and on one outside it alike (in a build with CUTLASS; on neither
-without); either way the forward stays within twice eager's error against float64. A value that is not a
+Unset (the default bound, 64) and at 0 no CUTLASS GEMM runs on the shapes here (K, M >= 256); with CUTLASS taking
+every shape up to 8192 it runs on the smaller and the larger one alike (in a build with CUTLASS; on neither without);
+either way the forward stays within twice eager's error against float64. A value that is not a
 non-negative integer is an error naming the variable. Each setting runs in a fresh process."""
 
 import os
@@ -68,20 +68,23 @@ else:
 
 
 def run_child(code, bound, *args):
-    environment = dict(os.environ, FUSED_SIGMOID_CUTLASS_MAX_FEATURES=bound)
+    """Runs code in a fresh Python with the bound set to `bound`, or unset where it is None."""
+    environment = {name: value for name, value in os.environ.items() if name != "FUSED_SIGMOID_CUTLASS_MAX_FEATURES"}
+    if bound is not None:
+        environment["FUSED_SIGMOID_CUTLASS_MAX_FEATURES"] = bound
     child = subprocess.run([sys.executable, "-c", code, *args], env=environment, capture_output=True, text=True,
                            timeout=300)
     assert child.returncode == 0, child.stdout[-3000:] + child.stderr[-3000:]
     return child.stdout
 
 
-@pytest.mark.parametrize("bound", ["0", "8192"])
+@pytest.mark.parametrize("bound", [None, "0", "8192"])
 def test_bound_routes_the_forward_and_both_paths_are_accurate(bound):
     ran = [line.endswith("True") for line in run_child(CHILD, bound, str(Path(__file__).parent)).splitlines()
            if line.startswith("our GEMM ran:")]
     assert len(ran) == 4
-    if bound == "0":
-        assert not any(ran), "the CUTLASS GEMM ran with its bound at 0"
+    if bound in (None, "0"):
+        assert not any(ran), f"the CUTLASS GEMM ran with its bound {bound or 'unset'}"
     else:
         assert all(ran) or not any(ran), f"the CUTLASS GEMM ran on some shapes only, with its bound at 8192: {ran}"
 

@@ -5,7 +5,7 @@
 // tile's outputs once (skinny_kernels.cuh). Larger shapes run, where the build has CUTLASS and the shape and dtype
 // suit tensor cores, one CUTLASS GEMM with the bias and sigmoid in its epilogue (cutlass/gemm_sigmoid.cu);
 // otherwise cuBLAS (through ATen's addmm, whose cuBLASLt path adds the bias in its epilogue) into the output, then
-// one in-place sigmoid pass: cuBLASLt has no sigmoid epilogue.
+// ATen's in-place sigmoid: cuBLASLt has no sigmoid epilogue.
 // Backward: the skinny shapes run one pass over the rows (skinny_kernels.cuh) that forms dz in shared memory,
 // writes grad_input and sums the weight and bias gradients per chunk of rows. Other shapes run one kernel for dz and
 // its per-chunk column sums, then cuBLAS GEMMs for grad_input and grad_weight. Chunk sums are in double and added by
@@ -24,13 +24,15 @@
 #include <ATen/ops/addmm.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/mm.h>
+#include <ATen/ops/sigmoid.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
 #include <algorithm>
-#include <limits>
 #include <array>
+#include <cstdint>
+#include <limits>
 #include <optional>
 #include <tuple>
 #include <vector>
@@ -42,15 +44,6 @@ namespace {
 // few enough that even 65536 x 256 makes thousands of blocks.
 constexpr int kGradRowsPerThread = 16;
 constexpr int kMaxGradColumnsPerBlock = 32;
-
-template <typename scalar_t>
-__global__ void sigmoid_inplace_kernel(scalar_t* __restrict__ y, int64_t n) {
-  using opmath_t = at::opmath_type<scalar_t>;
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
-    y[i] = static_cast<scalar_t>(sigmoid(static_cast<opmath_t>(y[i])));
-  }
-}
 
 // How the dz pass lays its blocks over (rows, M): a block covers `columns` adjacent columns (all of them when
 // M < 32) of `chunk_rows` rows, its threads `columns` wide and `row_lanes` tall, so a warp reads consecutive
@@ -161,6 +154,11 @@ at::Tensor sum_chunks(const at::Tensor& partial_sums, at::IntArrayRef shape, con
   return totals;
 }
 
+// Whether the skinny kernels may read t in 16-byte vectors (tiles start at multiples of kTileRowMultiple rows).
+bool is_16_byte_aligned(const at::Tensor& t) {
+  return reinterpret_cast<uintptr_t>(t.const_data_ptr()) % 16 == 0;
+}
+
 // Blocks for a grid-stride kernel: as many as wanted up to enough to fill the device several times over; the
 // kernels' loops cover the rest.
 int grid_blocks(int64_t wanted) {
@@ -190,7 +188,7 @@ at::Tensor linear_sigmoid_cuda(
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   if (M <= kMaxSkinnyOutFeatures && K <= kMaxSkinnyInFeatures) {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "linear_sigmoid_skinny", [&] {
-      const SkinnyTile tile = skinny_tile<at::opmath_type<scalar_t>>(static_cast<int>(K), kSkinnyForwardTileBytes);
+      const SkinnyTile tile = skinny_forward_tile<at::opmath_type<scalar_t>>(static_cast<int>(K));
       const int64_t num_tiles = (N + tile.rows - 1) / tile.rows;
       linear_sigmoid_skinny_kernel<scalar_t><<<grid_blocks(num_tiles), kThreads, tile.bytes, stream>>>(
           x.const_data_ptr<scalar_t>(),
@@ -200,6 +198,7 @@ at::Tensor linear_sigmoid_cuda(
           N,
           static_cast<int>(K),
           static_cast<int>(M),
+          x.stride(0) == K && is_16_byte_aligned(x),
           y.mutable_data_ptr<scalar_t>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
@@ -215,11 +214,8 @@ at::Tensor linear_sigmoid_cuda(
   } else {
     at::mm_out(y, x, w.t());
   }
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, y.scalar_type(), "sigmoid_inplace", [&] {
-    sigmoid_inplace_kernel<scalar_t><<<grid_blocks((N * M + kThreads - 1) / kThreads), kThreads, 0, stream>>>(
-        y.mutable_data_ptr<scalar_t>(), N * M);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  });
+  // ATen's own sigmoid kernel, as eager runs it after its addmm: the same vectorized pass, the same rounding.
+  at::sigmoid_(y);
   return output;
 }
 
@@ -243,7 +239,7 @@ LinearSigmoidGradients skinny_backward(
   LinearSigmoidGradients gradients;
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, y.scalar_type(), "linear_sigmoid_skinny_backward", [&] {
-    const SkinnyTile tile = skinny_tile<at::opmath_type<scalar_t>>(static_cast<int>(K), kSkinnyBackwardTileBytes);
+    const SkinnyTile tile = skinny_backward_tile<at::opmath_type<scalar_t>>(static_cast<int>(K));
     linear_sigmoid_skinny_backward_kernel<scalar_t><<<grid_blocks(num_chunks), kThreads, tile.bytes, stream>>>(
         dy.const_data_ptr<scalar_t>(),
         y.const_data_ptr<scalar_t>(),
@@ -253,6 +249,7 @@ LinearSigmoidGradients skinny_backward(
         N,
         static_cast<int>(K),
         static_cast<int>(M),
+        x.stride(0) == K && is_16_byte_aligned(x) && is_16_byte_aligned(dy) && is_16_byte_aligned(y),
         output_mask[0] ? grad_input.mutable_data_ptr<scalar_t>() : nullptr,
         output_mask[1] ? weight_partials.mutable_data_ptr<double>() : nullptr,
         output_mask[2] ? bias_partials.mutable_data_ptr<double>() : nullptr);

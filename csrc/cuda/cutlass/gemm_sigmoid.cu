@@ -24,12 +24,11 @@
 namespace fused_sigmoid::cuda {
 namespace {
 
-// The shapes this path takes: a provisional bound, from an estimate, until both paths are timed on a GPU
-// (benchmarks/gpu_check.sh's mid shapes sit inside it, its large GEMMs outside). Per row of a K -> M layer the
-// GEMM does 2KM FLOP and the cuBLAS path's sigmoid pass moves y twice more. Taking these Ampere kernels at 60% of
-// an H100's tensor-core rate and cuBLAS's Hopper kernels at 80%, with 3.35 TB/s of memory bandwidth, the fused GEMM
-// is ahead up to about K = M = 1024 in bfloat16 and in TF32 (1.4x at 512, even at 1024) and behind beyond it.
-constexpr int64_t kDefaultMaxFeatures = 1024;
+// The shapes this path takes by default: K and M up to 64. Timed on an H200 (benchmarks/results/cuda-h200*.csv),
+// these Ampere tensor-core kernels (mma.sync) ran 65536 x 64 -> 64 in 0.59x eager's time, but at 0.46-0.91x the
+// speed of cuBLAS's Hopper kernels followed by a separate sigmoid pass on every shape from K = M = 256 to 4096 in
+// bfloat16 and TF32: there the pass the epilogue saves costs less than the Hopper instructions it gives up.
+constexpr int64_t kDefaultMaxFeatures = 64;
 
 // The bound in force: kDefaultMaxFeatures, or FUSED_SIGMOID_CUTLASS_MAX_FEATURES when it is set (read once), so that
 // benchmarks/gpu_check.sh can time both paths on the same shapes from one build: 0 sends every shape this path
