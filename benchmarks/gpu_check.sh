@@ -64,19 +64,24 @@ if ! build; then
 fi
 python3 -c "import fused_sigmoid, sys; sys.exit(0 if fused_sigmoid.has_cuda_kernels() else 1)" \
   || { echo "built without CUDA kernels"; exit 1; }
-# Which kernels each forward path launches: the CUTLASS GEMM where it was built, the skinny kernel, cuBLAS.
+# Which kernels each forward launches, ours beside eager's, in launch order with their times: the CUTLASS GEMM where
+# it was built, the skinny kernel, cuBLAS and its companions (a gap to eager on one shape shows up here).
 python3 - <<'PY' 2>&1 | tee -a "$log"
 import torch
-from fused_sigmoid import linear_sigmoid
-for dtype, (n, k, m) in [(torch.bfloat16, (4096, 256, 256)), (torch.float32, (4096, 256, 256)),
-                         (torch.float32, (65536, 3, 2))]:
+from fused_sigmoid import linear_sigmoid, reference_linear_sigmoid
+torch.backends.cuda.matmul.allow_tf32 = True
+for dtype, (n, k, m) in [(torch.bfloat16, (4096, 4096, 4096)), (torch.float32, (4096, 4096, 4096)),
+                         (torch.float32, (65536, 64, 64)), (torch.float32, (65536, 3, 2))]:
     x, w, b = (torch.randn(*size, device="cuda", dtype=dtype) for size in ((n, k), (m, k), (m,)))
-    linear_sigmoid(x, w, b)
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as profile:
-        linear_sigmoid(x, w, b)
+    for name, fn in (("ours", linear_sigmoid), ("eager", reference_linear_sigmoid)):
+        fn(x, w, b)
         torch.cuda.synchronize()
-    kernels = sorted({event.name[:60] for event in profile.events() if event.device_type.name == "CUDA"})
-    print(f"{dtype} {n}x{k}->{m}: {kernels}")
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as profile:
+            fn(x, w, b)
+            torch.cuda.synchronize()
+        kernels = [f"{event.name[:90]} {event.time_range.elapsed_us():.1f} us" for event in profile.events()
+                   if event.device_type.name == "CUDA"]
+        print(f"{dtype} {n}x{k}->{m} {name}: {kernels}")
 PY
 
 step "CUDA tests (every test with a CUDA case, tensors past 2^31 elements included)"

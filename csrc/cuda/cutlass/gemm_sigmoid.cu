@@ -24,10 +24,11 @@
 namespace fused_sigmoid::cuda {
 namespace {
 
-// The shapes this path takes by default: K and M up to 64. Timed on an H200 (benchmarks/results/cuda-h200*.csv),
-// these Ampere tensor-core kernels (mma.sync) ran 65536 x 64 -> 64 in 0.59x eager's time, but at 0.46-0.91x the
-// speed of cuBLAS's Hopper kernels followed by a separate sigmoid pass on every shape from K = M = 256 to 4096 in
-// bfloat16 and TF32: there the pass the epilogue saves costs less than the Hopper instructions it gives up.
+// The shapes this path takes by default: K and M up to 64. Timed on an H200 against cuBLAS's Hopper kernels followed
+// by ATen's sigmoid (benchmarks/results/cuda-h200-gemm-bound-*.csv), these Ampere tensor-core kernels
+// (mma.sync) were 1.12-1.18x faster at K = M = 64 but 0.87-0.92x at 128 and 0.40-0.76x from 256 to 4096, in
+// bfloat16 and TF32: beyond 64 the pass over y that the epilogue saves costs less than the Hopper instructions it
+// gives up.
 constexpr int64_t kDefaultMaxFeatures = 64;
 
 // The bound in force: kDefaultMaxFeatures, or FUSED_SIGMOID_CUTLASS_MAX_FEATURES when it is set (read once), so that
