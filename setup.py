@@ -122,15 +122,21 @@ def extension():
         py_limited_api=False,
     )
     if cuda:
-        # With no GPU to ask (a build machine, CI), build for Ampere and Hopper (sm_80, sm_90) plus PTX for newer
-        # cards, instead of torch's default of every architecture it knows. TORCH_CUDA_ARCH_LIST overrides this.
+        # With no GPU to ask (a build machine, CI), build for Ampere (sm_80, with its PTX for newer cards) and for
+        # Hopper as sm_90a, whose wgmma instructions the Hopper CUTLASS kernels need, instead of torch's default of
+        # every architecture it knows. TORCH_CUDA_ARCH_LIST overrides this.
         if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
-            os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0;9.0+PTX"
-        kwargs["extra_compile_args"]["nvcc"] = ["-O3"]
+            os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0+PTX;9.0a"
+        # NDEBUG as in the C++ flags: CUTLASS's device asserts would otherwise stay in its Hopper kernels, and a
+        # call inside one makes ptxas serialize its wgmma instructions (its warning C7510).
+        kwargs["extra_compile_args"]["nvcc"] = ["-O3", "-DNDEBUG"]
         # The CUTLASS GEMM reads the TF32 setting through the float32 precision API of torch 2.10 and later.
         cutlass = cutlass_include_dir() if torch_version() >= (2, 10) else None
         if cutlass:
-            kwargs["sources"] = sources + ["csrc/cuda/cutlass/gemm_sigmoid.cu"]
+            kwargs["sources"] = sources + [
+                "csrc/cuda/cutlass/gemm_sigmoid.cu",
+                "csrc/cuda/cutlass/gemm_sigmoid_hopper.cu",
+            ]
             kwargs["include_dirs"] = [cutlass]
             kwargs["define_macros"] = define_macros + [("FUSED_SIGMOID_HAVE_CUTLASS", None)]
         print(f"fused_sigmoid: CUDA kernels; CUTLASS GEMM epilogue {'from ' + cutlass if cutlass else 'not built'}")

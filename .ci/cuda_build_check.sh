@@ -17,12 +17,30 @@ site_packages=$(.venv-cuda/bin/python -c "import sysconfig; print(sysconfig.get_
 # with the CUDA wheels of torch, not with the toolkit here.
 export CUDA_HOME=/usr/local/cuda
 export CUDA_INC_PATH="$site_packages/nvidia/cu13/include"
-export TORCH_CUDA_ARCH_LIST="8.0;9.0+PTX"
+export TORCH_CUDA_ARCH_LIST="8.0+PTX;9.0a"
 export MAX_JOBS="${MAX_JOBS:-2}"
 
-.venv-cuda/bin/python setup.py --quiet build_ext --build-temp build/cuda/temp --build-lib build/cuda/lib
+mkdir -p build/cuda
+.venv-cuda/bin/python setup.py --quiet build_ext --build-temp build/cuda/temp --build-lib build/cuda/lib 2>&1 \
+  | tee build/cuda/build.log
 
-test -f build/cuda/temp/csrc/cuda/cutlass/gemm_sigmoid.o || { echo "the CUTLASS GEMM was not built"; exit 1; }
+for gemm in gemm_sigmoid gemm_sigmoid_hopper; do
+  test -f "build/cuda/temp/csrc/cuda/cutlass/$gemm.o" || { echo "the CUTLASS GEMM $gemm was not built"; exit 1; }
+done
+# The Hopper kernels are only real in sm_90a code: their machine code must hold wgmma (HGMMA) instructions. The
+# disassembler comes with the CUDA build of torch's Triton.
+cuobjdump="$site_packages/triton/backends/nvidia/bin/cuobjdump"
+if [ -x "$cuobjdump" ]; then
+  # Read whole before the search: grep -q stopping early would fail the pipe under pipefail.
+  sass=$("$cuobjdump" -sass build/cuda/temp/csrc/cuda/cutlass/gemm_sigmoid_hopper.o)
+  grep -q HGMMA <<<"$sass" || { echo "the Hopper CUTLASS GEMM holds no wgmma instructions"; exit 1; }
+fi
+# ptxas warns (C7510) where a call inside a kernel, such as a device assert, makes it serialize the wgmma
+# instructions: the Hopper kernels would run, slowly.
+if grep -q C7510 build/cuda/build.log; then
+  echo "ptxas serialized wgmma instructions in a Hopper kernel (C7510)"
+  exit 1
+fi
 library=$(ls build/cuda/lib/fused_sigmoid/_C*.so)
 LD_BIND_NOW=1 .venv-cuda/bin/python - "$library" <<'PY'
 import importlib.util
@@ -36,6 +54,6 @@ for op in ("linear_sigmoid", "linear_sigmoid_backward"):
     for key in ("CPU", "CUDA"):
         assert torch._C._dispatch_has_kernel_for_dispatch_key(f"fused_sigmoid::{op}", key), (op, key)
 print(f"CUDA build of fused_sigmoid links and loads against torch {torch.__version__} (CUDA {torch.version.cuda}), "
-      "built for TORCH_CUDA_ARCH_LIST=8.0;9.0+PTX with the CUTLASS GEMM: CPU and CUDA kernels registered for both "
-      "ops")
+      "built for TORCH_CUDA_ARCH_LIST=8.0+PTX;9.0a with the CUTLASS GEMMs (Hopper's with wgmma): CPU and CUDA kernels "
+      "registered for both ops")
 PY

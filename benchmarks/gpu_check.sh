@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # The GPU check, for a fresh H100/H200 machine that has its own CUDA build of torch, nvcc and ninja and nothing to
-# download: builds the extension with its CUDA kernels, runs the CUDA tests, runs compute-sanitizer's memcheck
-# over a short CUDA subset, runs the CUDA benchmarks, then, as time allows, times the CUTLASS forward against
-# cuBLAS + sigmoid on GEMM shapes (to set the CUTLASS path's bound), compares with torch.compile(mode="max-autotune")
-# on the mid shapes and runs the rest of the test suite, and prints a short table last. Into the folder given as
-# the argument go check.log (every step's full output, in order), cuda.csv, cuda_speedup.png, cuda_gemm_bound_0.csv
-# and cuda_gemm_bound_8192.csv (the same shapes with every forward on cuBLAS, and with CUTLASS taking all of them)
-# and cuda_max_autotune.csv: six files, within what a lent machine sends back. The steps share one budget of 7.5
-# minutes (CHECK_SECONDS), most important first, each cut off where it would overrun it.
+# download: builds the extension with its CUDA kernels (for sm_90a, so that the Hopper CUTLASS kernels are real),
+# runs the CUDA tests, runs compute-sanitizer's memcheck over a short CUDA subset, runs the CUDA benchmarks, then, as
+# time allows, times the CUTLASS forward's Ampere and Hopper kernels against cuBLAS + sigmoid on GEMM shapes (to
+# set the CUTLASS path's bound and choose its kernels), compares with torch.compile(mode="max-autotune") on the mid
+# shapes and runs the rest of the test suite, and prints a short table last. Into the folder given as the argument
+# go check.log (every step's full output, in order), cuda.csv, cuda_speedup.png, cuda_gemm_bound_0.csv,
+# cuda_gemm_bound_8192.csv and cuda_gemm_bound_8192_hopper.csv (the same shapes with every forward on cuBLAS, with
+# the Ampere CUTLASS kernels taking all of them, and with the Hopper ones) and cuda_max_autotune.csv: seven files,
+# within what a lent machine sends back. The steps share one budget of 7.5 minutes (CHECK_SECONDS), most important
+# first, each cut off where it would overrun it.
 #
 # The machine has no CUTLASS: its headers travel as the nvidia-cutlass wheel in .whl/ (git-ignored). Fetch it here
 # with `python3 -m pip download --no-deps -d .whl nvidia-cutlass==4.2.0.0` and name .whl in the device call's carry;
@@ -43,7 +45,7 @@ print("torch", torch.__version__, "CUDA", torch.version.cuda, "| setuptools", se
       all(os.path.exists(os.path.join(include, h)) for h in ("cublas_v2.h", "cusparse.h")))
 PY
 
-step "build (sm_90 for this card)"
+step "build (sm_90a for this card)"
 cutlass_wheel=$(ls .whl/nvidia_cutlass-*.whl 2>/dev/null | head -1)
 if [ -n "$cutlass_wheel" ]; then
   python3 -c "import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall('/tmp/cutlass')" "$cutlass_wheel"
@@ -51,7 +53,7 @@ if [ -n "$cutlass_wheel" ]; then
 else
   echo "no CUTLASS wheel in .whl/: GEMM-sized shapes will run on cuBLAS plus a sigmoid pass" | tee -a "$log"
 fi
-export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}" MAX_JOBS="${MAX_JOBS:-16}"
+export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0a}" MAX_JOBS="${MAX_JOBS:-16}"
 build() { timeout "$(limit 150)" python3 -m pip install --no-build-isolation --no-deps --no-index -e . >>"$log" 2>&1; }
 if ! build; then
   # The CUTLASS GEMM is the build's newest and least tried part: without it the rest of the check can still run.
@@ -110,16 +112,19 @@ timeout "$(limit 170)" python3 -m fused_sigmoid bench --device cuda --allow-tf32
 keep; grep -E "^# .*failed" "$step_log"
 
 if [ -n "${CUTLASS_INCLUDE_DIR:-}" ]; then
-  step "the CUTLASS forward against cuBLAS + sigmoid on GEMM shapes, inside and beyond its bound, as time allows"
-  for bound in 0 8192; do
-    FUSED_SIGMOID_CUTLASS_MAX_FEATURES=$bound timeout "$(limit 60)" python3 -m fused_sigmoid bench --device cuda \
+  step "the CUTLASS forward's Ampere and Hopper kernels against cuBLAS + sigmoid on GEMM shapes, as time allows"
+  for setting in 0 8192 8192_hopper; do
+    bound=${setting%_hopper}
+    hopper=$([ "$setting" = "${setting%_hopper}" ] && echo 0 || echo 1)
+    FUSED_SIGMOID_CUTLASS_MAX_FEATURES=$bound FUSED_SIGMOID_CUTLASS_HOPPER=$hopper timeout "$(limit 60)" \
+      python3 -m fused_sigmoid bench --device cuda \
       --allow-tf32 --dtypes bfloat16 float32 --modes forward --impls fused --rounds 2 --min-run-time 0.05 \
       --shapes 65536x64x64 65536x128x128 65536x256x256 32768x512x512 8192x4096x4096 \
-      --output "$out/cuda_gemm_bound_$bound.csv" --plot /tmp/cuda_gemm_bound.png >>"$step_log" 2>&1
+      --output "$out/cuda_gemm_bound_$setting.csv" --plot /tmp/cuda_gemm_bound.png >>"$step_log" 2>&1
     case $? in
       0) ;;
-      124) echo "FUSED_SIGMOID_CUTLASS_MAX_FEATURES=$bound: cut short by the time budget" | tee -a "$step_log" ;;
-      *) echo "FUSED_SIGMOID_CUTLASS_MAX_FEATURES=$bound: failed" | tee -a "$step_log"; status=1 ;;
+      124) echo "CUTLASS setting $setting: cut short by the time budget" | tee -a "$step_log" ;;
+      *) echo "CUTLASS setting $setting: failed" | tee -a "$step_log"; status=1 ;;
     esac
   done
   keep; grep -E "^# .*failed" "$step_log" && status=1
@@ -151,14 +156,17 @@ for path in sys.argv[1:]:
         print(f"{r['dtype']:>9} {shape:>22} {r['mode']:>8} {r['impl']:>20} {float(r['median_ms']):>9.3f} "
               f"{float(r['speedup_vs_eager']):>8.2f} {100 * float(r['fraction_of_floor']):>8.1f}")
 PY
-python3 - "$out"/cuda_gemm_bound_0.csv "$out"/cuda_gemm_bound_8192.csv <<'PY' | tee -a "$log"
+python3 - "$out"/cuda_gemm_bound_0.csv "$out"/cuda_gemm_bound_8192.csv "$out"/cuda_gemm_bound_8192_hopper.csv \
+  <<'PY' | tee -a "$log"
 import csv, os, sys
-if all(os.path.exists(path) for path in sys.argv[1:]):
-    cublas, cutlass = ({(r["dtype"], f"{r['N']}x{r['K']}->{r['M']}"): float(r["median_ms"])
-                        for r in csv.DictReader(open(path)) if r["impl"] == "fused"} for path in sys.argv[1:])
-    print(f"{'dtype':>9} {'shape':>22} {'cuBLAS+sigmoid ms':>18} {'CUTLASS ms':>11} {'CUTLASS speed-up':>17}")
-    for key in sorted(cublas.keys() & cutlass.keys()):
-        speedup = cublas[key] / cutlass[key]
-        print(f"{key[0]:>9} {key[1]:>22} {cublas[key]:>18.3f} {cutlass[key]:>11.3f} {speedup:>16.2f}x")
+times = [{(r["dtype"], f"{r['N']}x{r['K']}->{r['M']}"): float(r["median_ms"])
+          for r in csv.DictReader(open(path)) if r["impl"] == "fused"} if os.path.exists(path) else {}
+         for path in sys.argv[1:]]
+cublas, ampere, hopper = times
+if cublas:
+    print(f"{'dtype':>9} {'shape':>22} {'cuBLAS+sigmoid ms':>18} {'Ampere x':>9} {'Hopper x':>9}  (CUTLASS speed-ups)")
+    for key in sorted(cublas):
+        speedups = [f"{cublas[key] / kernel[key]:>8.2f}x" if key in kernel else f"{'-':>9}" for kernel in (ampere, hopper)]
+        print(f"{key[0]:>9} {key[1]:>22} {cublas[key]:>18.3f} {speedups[0]} {speedups[1]}")
 PY
 exit $status

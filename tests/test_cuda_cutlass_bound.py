@@ -1,8 +1,10 @@
-"""FUSED_SIGMOID_CUTLASS_MAX_FEATURES, the bound on K and M of the CUDA forward's CUTLASS path, read once per process.
-Unset (the default bound, 64) and at 0 no CUTLASS GEMM runs on the shapes here (K, M >= 256); with CUTLASS taking
-every shape up to 8192 it runs on the smaller and the larger one alike (in a build with CUTLASS; on neither without);
-either way the forward stays within twice eager's error against float64. A value that is not a
-non-negative integer is an error naming the variable. Each setting runs in a fresh process."""
+"""The CUDA forward's CUTLASS path, steered by two variables read once per process: FUSED_SIGMOID_CUTLASS_MAX_FEATURES
+bounds K and M of the shapes it takes, and FUSED_SIGMOID_CUTLASS_HOPPER=1 runs Hopper's own kernels where the device
+and the build allow. Unset (the default bound, 64) and at 0 no CUTLASS GEMM runs on the shapes here (K, M >= 256);
+at 8192 the Ampere kernels run on the smaller and the larger one alike (in a build with CUTLASS; on neither
+without), and with FUSED_SIGMOID_CUTLASS_HOPPER=1 the Hopper kernels do, on a compute capability 9.0 device with a
+build for sm_90a. Either way the forward stays within twice eager's error against float64. Values that are not
+what each variable takes are errors naming it. Each setting runs in a fresh process."""
 
 import os
 import subprocess
@@ -10,26 +12,31 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from conftest import CUDA_REASON, cuda_ready
 
 pytestmark = pytest.mark.skipif(not cuda_ready, reason=CUDA_REASON)
 
-# Our CUTLASS GEMM is the one kernel whose name holds its epilogue's functor, EagerSigmoid (cuBLAS's own kernels
-# may be CUTLASS instances too). Prints, per case, whether it ran.
-USES_OUR_GEMM = r"""
+# Our CUTLASS GEMMs are the kernels whose names hold their epilogue's functor, EagerSigmoid (cuBLAS's own kernels
+# may be CUTLASS instances too); the Hopper ones' names also hold their Sm90 mainloop.
+WHICH_GEMM = r"""
 import torch
 
-def uses_our_gemm(fn):
+def which_gemm(fn):
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as profile:
         out = fn()
         torch.cuda.synchronize()
-    names = [event.name for event in profile.events() if event.device_type.name == "CUDA"]
-    return out, any("EagerSigmoid" in name for name in names)
+    ours = [event.name for event in profile.events()
+            if event.device_type.name == "CUDA" and "EagerSigmoid" in event.name]
+    if not ours:
+        return out, "none"
+    return out, "hopper" if all("Sm90" in name for name in ours) else "ampere"
 """
 
-# Runs in the child: bfloat16 and TF32 float32 on a shape inside (256) and one beyond (2048) the default bound.
-CHILD = USES_OUR_GEMM + r"""
+# Runs in the child: bfloat16 and TF32 float32, on a shape with K = M = 256 and a larger one. Prints, per case,
+# which GEMM ran.
+CHILD = WHICH_GEMM + r"""
 import sys
 sys.path.insert(0, sys.argv[1])
 from conftest import assert_within_twice_eager_error
@@ -42,8 +49,8 @@ for dtype in (torch.bfloat16, torch.float32):
         x = torch.randn(rows, k, generator=generator).to("cuda", dtype)
         w = (torch.randn(m, k, generator=generator) / k**0.5).to("cuda", dtype)
         b = torch.randn(m, generator=generator).to("cuda", dtype)
-        out, ran = uses_our_gemm(lambda: linear_sigmoid(x, w, b))
-        print(f"our GEMM ran: {ran}")
+        out, gemm = which_gemm(lambda: linear_sigmoid(x, w, b))
+        print(f"our GEMM: {gemm}")
         exact = reference_linear_sigmoid(x.double(), w.double(), b.double())
         yardstick = reference_linear_sigmoid(x, w, b)
         if dtype == torch.float32:
@@ -54,45 +61,73 @@ for dtype in (torch.bfloat16, torch.float32):
         assert_within_twice_eager_error(out, yardstick, exact, f"{dtype} {rows}x{k}->{m}")
 """
 
-# Runs in the child: a bfloat16 shape that a build with CUTLASS sends to it, were "1024" read alone from the value.
-INVALID_CHILD = USES_OUR_GEMM + r"""
+# Runs in the child: a bfloat16 shape inside the default bound, which a build with CUTLASS sends to it (and so reads
+# both variables), were a bad value read as a good one.
+INVALID_CHILD = WHICH_GEMM + r"""
 from fused_sigmoid import linear_sigmoid
 x, w = (torch.randn(*shape, device="cuda", dtype=torch.bfloat16) for shape in ((256, 64), (64, 64)))
 try:
-    _, ran = uses_our_gemm(lambda: linear_sigmoid(x, w))
+    _, gemm = which_gemm(lambda: linear_sigmoid(x, w))
 except RuntimeError as error:
     print(error)
 else:
-    print(f"no error; our GEMM ran: {ran}")
+    print(f"no error; our GEMM: {gemm}")
 """
 
+VARIABLES = ("FUSED_SIGMOID_CUTLASS_MAX_FEATURES", "FUSED_SIGMOID_CUTLASS_HOPPER")
 
-def run_child(code, bound, *args):
-    """Runs code in a fresh Python with the bound set to `bound`, or unset where it is None."""
-    environment = {name: value for name, value in os.environ.items() if name != "FUSED_SIGMOID_CUTLASS_MAX_FEATURES"}
-    if bound is not None:
-        environment["FUSED_SIGMOID_CUTLASS_MAX_FEATURES"] = bound
+
+def run_child(code, settings, *args):
+    """Runs code in a fresh Python with the variables in settings set, and the other ones unset."""
+    environment = {name: value for name, value in os.environ.items() if name not in VARIABLES}
+    environment.update(settings)
     child = subprocess.run([sys.executable, "-c", code, *args], env=environment, capture_output=True, text=True,
                            timeout=300)
     assert child.returncode == 0, child.stdout[-3000:] + child.stderr[-3000:]
     return child.stdout
 
 
-@pytest.mark.parametrize("bound", [None, "0", "8192"])
-def test_bound_routes_the_forward_and_both_paths_are_accurate(bound):
-    ran = [line.endswith("True") for line in run_child(CHILD, bound, str(Path(__file__).parent)).splitlines()
-           if line.startswith("our GEMM ran:")]
-    assert len(ran) == 4
-    if bound in (None, "0"):
-        assert not any(ran), f"the CUTLASS GEMM ran with its bound {bound or 'unset'}"
+def gemms_that_ran(settings):
+    printed = run_child(CHILD, settings, str(Path(__file__).parent))
+    gemms = [line.split(": ")[1] for line in printed.splitlines() if line.startswith("our GEMM: ")]
+    assert len(gemms) == 4, printed
+    return gemms
+
+
+@pytest.mark.parametrize("settings", [{}, {"FUSED_SIGMOID_CUTLASS_MAX_FEATURES": "0"},
+                                      {"FUSED_SIGMOID_CUTLASS_MAX_FEATURES": "0", "FUSED_SIGMOID_CUTLASS_HOPPER": "1"}],
+                         ids=["unset", "bound 0", "bound 0 with Hopper"])
+def test_no_cutlass_gemm_outside_the_bound(settings):
+    assert gemms_that_ran(settings) == ["none"] * 4
+
+
+def test_the_bound_routes_every_shape_to_the_ampere_kernels():
+    gemms = gemms_that_ran({"FUSED_SIGMOID_CUTLASS_MAX_FEATURES": "8192"})
+    # A build without CUTLASS runs cuBLAS throughout.
+    assert gemms in (["ampere"] * 4, ["none"] * 4), gemms
+
+
+def test_hopper_kernels_run_where_device_and_build_allow():
+    ampere = gemms_that_ran({"FUSED_SIGMOID_CUTLASS_MAX_FEATURES": "8192"})
+    hopper = gemms_that_ran({"FUSED_SIGMOID_CUTLASS_MAX_FEATURES": "8192", "FUSED_SIGMOID_CUTLASS_HOPPER": "1"})
+    # The build's targets are those TORCH_CUDA_ARCH_LIST named when it was built; benchmarks/gpu_check.sh builds for
+    # sm_90a and runs the tests with that setting still in place.
+    built_for_sm90a = "9.0a" in os.environ.get("TORCH_CUDA_ARCH_LIST", "")
+    if ampere == ["ampere"] * 4 and torch.cuda.get_device_capability() == (9, 0) and built_for_sm90a:
+        assert hopper == ["hopper"] * 4, hopper
     else:
-        assert all(ran) or not any(ran), f"the CUTLASS GEMM ran on some shapes only, with its bound at 8192: {ran}"
+        assert hopper in (ampere, ["hopper"] * 4), (ampere, hopper)
 
 
-def test_invalid_bound_is_an_error_naming_the_variable():
-    printed = run_child(INVALID_CHILD, "1024abc")
-    # A build without CUTLASS never reads the variable: then its GEMM cannot have run either.
+@pytest.mark.parametrize("name, value, message", [
+    ("FUSED_SIGMOID_CUTLASS_MAX_FEATURES", "1024abc",
+     "FUSED_SIGMOID_CUTLASS_MAX_FEATURES must be a non-negative integer, got '1024abc'"),
+    ("FUSED_SIGMOID_CUTLASS_HOPPER", "yes", "FUSED_SIGMOID_CUTLASS_HOPPER must be 0 or 1, got 'yes'"),
+])
+def test_invalid_setting_is_an_error_naming_the_variable(name, value, message):
+    printed = run_child(INVALID_CHILD, {name: value})
+    # A build without CUTLASS never reads the variables: then its GEMM cannot have run either.
     if "no error" in printed:
-        assert "our GEMM ran: False" in printed, printed
+        assert "our GEMM: none" in printed, printed
     else:
-        assert "FUSED_SIGMOID_CUTLASS_MAX_FEATURES must be a non-negative integer, got '1024abc'" in printed, printed
+        assert message in printed, printed

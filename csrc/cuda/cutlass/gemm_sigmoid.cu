@@ -4,9 +4,12 @@
 // second pass is up to half the work.
 //
 // Tensor cores only: float16 and bfloat16, and float32 where PyTorch allows TF32 for matmuls (as eager's cuBLAS
-// call then uses it); float32 without TF32 and float64 stay on cuBLAS. The kernels are CUTLASS's Ampere
-// (sm_80) GEMMs, which also run on Hopper.
+// call then uses it); float32 without TF32 and float64 stay on cuBLAS. The kernels here are CUTLASS's Ampere
+// (sm_80) GEMMs, which also run on Hopper; gemm_sigmoid_hopper.cu holds Hopper's own, taken where
+// FUSED_SIGMOID_CUTLASS_HOPPER=1 asks for them.
 #include "../gemm_sigmoid.h"
+#include "eager_sigmoid.h"
+#include "gemm_sigmoid_hopper.h"
 
 #include <ATen/Context.h>
 #include <ATen/cuda/CUDAContext.h>
@@ -20,6 +23,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <limits>
+#include <string>
 
 namespace fused_sigmoid::cuda {
 namespace {
@@ -52,25 +56,22 @@ int64_t max_features() {
   return bound;
 }
 
-// Eager PyTorch's CUDA sigmoid, 1 / (1 + exp(-z)) in float; CUTLASS's own Sigmoid takes a faster, rougher exp.
-template <typename T>
-struct EagerSigmoid {
-  CUTLASS_HOST_DEVICE T operator()(T const& z) const {
-    return T(1) / (T(1) + ::expf(-z));
-  }
-};
-
-template <typename T, int N>
-struct EagerSigmoid<cutlass::Array<T, N>> {
-  CUTLASS_HOST_DEVICE cutlass::Array<T, N> operator()(cutlass::Array<T, N> const& z) const {
-    cutlass::Array<T, N> y;
-    CUTLASS_PRAGMA_UNROLL
-    for (int i = 0; i < N; ++i) {
-      y[i] = EagerSigmoid<T>()(z[i]);
+// Whether the Hopper kernels (gemm_sigmoid_hopper.cu) take the shapes within the bound on a device and build that
+// can run them: FUSED_SIGMOID_CUTLASS_HOPPER=1 (read once). Off by default until they are timed against the Ampere
+// kernels and cuBLAS (benchmarks/gpu_check.sh times all three); any value but 0 or 1 is an error.
+bool hopper_kernels_chosen() {
+  static const bool chosen = [] {
+    const char* text = std::getenv("FUSED_SIGMOID_CUTLASS_HOPPER");
+    if (text == nullptr) {
+      return false;
     }
-    return y;
-  }
-};
+    const std::string value(text);
+    TORCH_CHECK(value == "0" || value == "1", "linear_sigmoid: FUSED_SIGMOID_CUTLASS_HOPPER must be 0 or 1, got '",
+                value, "'");
+    return value == "1";
+  }();
+  return chosen;
+}
 
 // D = sigmoid(alpha * accumulator + beta * C) in float, rounded once to Element: C is the bias, read with a row
 // stride of 0 so that every row of the tile gets the same bias row (beta 0 without a bias).
@@ -180,15 +181,20 @@ bool gemm_sigmoid_on_tensor_cores(
   if (at::cuda::getCurrentDeviceProperties()->major < 8 || !aligned_for_vectors(x, w, b, y)) {
     return false;
   }
-  switch (x.scalar_type()) {
+  const at::ScalarType dtype = x.scalar_type();
+  if (dtype != at::kHalf && dtype != at::kBFloat16 && !(dtype == at::kFloat && tf32_matmuls_allowed())) {
+    return false;
+  }
+  if (hopper_kernels_chosen() && gemm_sigmoid_hopper(x, w, b, y)) {
+    return true;
+  }
+  switch (dtype) {
     case at::kHalf:
       return run_gemm_sigmoid<GemmSigmoidHalf>(x, w, b, y);
     case at::kBFloat16:
       return run_gemm_sigmoid<GemmSigmoidBFloat16>(x, w, b, y);
-    case at::kFloat:
-      return tf32_matmuls_allowed() && run_gemm_sigmoid<GemmSigmoidTF32>(x, w, b, y);
     default:
-      return false;
+      return run_gemm_sigmoid<GemmSigmoidTF32>(x, w, b, y);
   }
 }
 
