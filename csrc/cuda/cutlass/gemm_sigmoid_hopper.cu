@@ -68,8 +68,10 @@ struct HopperGemmSigmoid {
   static constexpr int kAlignment = 128 / cutlass::sizeof_bits<Element>::value;
   using TileShape = cute::Shape<cute::_128, cute::_128, cute::Int<TileK>>;
   using ClusterShape = cute::Shape<cute::_1, cute::_1, cute::_1>;
-  // D = sigmoid(acc + bias[feature]) in float, rounded once to Element.
-  using Fusion = cutlass::epilogue::fusion::LinCombPerColBiasEltAct<EagerSigmoid, Element, float>;
+  // D = sigmoid(acc + bias[feature]) in float, rounded once to Element. The source (C) element is void as C is:
+  // with any other, the epilogue would scale C's registers, never loaded, by beta = 0, and garbage times 0 can be NaN.
+  using Fusion =
+      cutlass::epilogue::fusion::LinCombPerColBiasEltAct<EagerSigmoid, Element, float, Element, void, float>;
   using Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, ClusterShape,
       cutlass::epilogue::collective::EpilogueTileAuto, float, float,
