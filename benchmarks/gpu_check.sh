@@ -3,12 +3,12 @@
 # download: builds the extension with its CUDA kernels (for sm_90a, so that the Hopper CUTLASS kernels are real),
 # runs the CUDA tests, runs compute-sanitizer's memcheck over a short CUDA subset, runs the CUDA benchmarks, then, as
 # time allows, times the CUTLASS forward's Ampere and Hopper kernels against cuBLAS + sigmoid on GEMM shapes (to
-# set the CUTLASS path's bound and choose its kernels), compares with torch.compile(mode="max-autotune") on the mid
-# shapes and runs the rest of the test suite, and prints a short table last. Into the folder given as the argument
-# go check.log (every step's full output, in order), cuda.csv, cuda_speedup.png, cuda_gemm_bound_0.csv,
-# cuda_gemm_bound_8192.csv and cuda_gemm_bound_8192_hopper.csv (the same shapes with every forward on cuBLAS, with
-# the Ampere CUTLASS kernels taking all of them, and with the Hopper ones) and cuda_max_autotune.csv: seven files,
-# within what a lent machine sends back. The steps share one budget of 7.5 minutes (CHECK_SECONDS), most important
+# set the CUTLASS path's bound and choose its kernels), profiles the skinny kernels with Nsight Compute, compares
+# with torch.compile(mode="max-autotune") on the mid shapes and runs the rest of the test suite, and prints a short
+# table last. Into the folder given as the argument go check.log (every step's full output, in order), cuda.csv,
+# cuda_speedup.png, cuda_gemm_bound_0.csv, cuda_gemm_bound_8192.csv and cuda_gemm_bound_8192_hopper.csv (the same
+# shapes with every forward on cuBLAS, with the Ampere CUTLASS kernels taking all of them, and with the Hopper ones)
+# and cuda_max_autotune.csv: seven files, within what a lent machine sends back. The steps share one budget of 7.5 minutes (CHECK_SECONDS), most important
 # first, each cut off where it would overrun it.
 #
 # The machine has no CUTLASS: its headers travel as the nvidia-cutlass wheel in .whl/ (git-ignored). Fetch it here
@@ -128,6 +128,30 @@ if [ -n "${CUTLASS_INCLUDE_DIR:-}" ]; then
     esac
   done
   keep; grep -E "^# .*failed" "$step_log" && status=1
+fi
+
+step "Nsight Compute on the skinny kernels (throughput, occupancy, stall reasons), as time allows"
+# The skinny kernels run far under the copy bandwidth; the hardware counters say whether they wait on memory, on
+# their own instructions or on barriers. --clock-control none leaves the card's clocks as they are.
+skinny_calls='
+import torch
+from fused_sigmoid import linear_sigmoid
+for dtype, (n, k, m) in [(torch.float32, (8388608, 3, 2)), (torch.bfloat16, (8388608, 3, 2)),
+                         (torch.float32, (4194304, 30, 1))]:
+    x, w, b = (torch.randn(*size, device="cuda", dtype=dtype, requires_grad=True) for size in ((n, k), (m, k), (m,)))
+    y = linear_sigmoid(x, w, b)
+    torch.autograd.grad(y, (x, w, b), torch.randn_like(y))
+    torch.cuda.synchronize()
+'
+if command -v ncu >/dev/null; then
+  timeout "$(limit 60)" ncu --clock-control none --kernel-name regex:skinny --launch-count 6 \
+    --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
+    --section SchedulerStats python3 -c "$skinny_calls" >"$step_log" 2>&1 \
+    || echo "Nsight Compute did not finish (not a failure of the check)" | tee -a "$step_log"
+  keep; grep -E "skinny_(backward_)?kernel<|Memory Throughput|Compute \(SM\) Throughput|Achieved Occupancy" \
+    "$step_log" | cut -c1-120 | head -24
+else
+  echo "no ncu on this machine" | tee -a "$log"
 fi
 
 step "mid shapes against torch.compile(mode='max-autotune'), as time allows"

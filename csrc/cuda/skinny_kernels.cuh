@@ -1,6 +1,8 @@
 // CUDA kernels for the skinny shapes (out_features <= 8, in_features <= 64: logistic heads and gates), forward and
-// backward. Both stage tiles of rows in shared memory so that every global load and store of a warp is coalesced:
-// a thread per row would read x with a stride of K elements. Included by linear_sigmoid_cuda.cu alone.
+// backward. Both stage tiles of rows in shared memory so that every global load of a warp is coalesced (a thread
+// per row reading global memory would read x with a stride of K elements); the forward then sums a row per thread
+// from shared memory and writes its M outputs, a warp's stores covering one contiguous span of y. Included by
+// linear_sigmoid_cuda.cu alone.
 #pragma once
 
 #include <ATen/OpMathType.h>
