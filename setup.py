@@ -122,11 +122,18 @@ def extension():
         py_limited_api=False,
     )
     if cuda:
-        # With no GPU to ask (a build machine, CI), build for Ampere (sm_80, with its PTX for newer cards) and for
-        # Hopper as sm_90a, whose wgmma instructions the Hopper CUTLASS kernels need, instead of torch's default of
-        # every architecture it knows. TORCH_CUDA_ARCH_LIST overrides this.
-        if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
-            os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0+PTX;9.0a"
+        # Hopper is built as sm_90a, whose wgmma instructions the Hopper CUTLASS kernels need. With no GPU to ask
+        # (a build machine, CI), build for Ampere (sm_80, with its PTX for newer cards) and Hopper, instead of
+        # torch's default of every architecture it knows; with GPUs, for theirs (torch's default) but Hopper's as
+        # sm_90a. TORCH_CUDA_ARCH_LIST overrides this.
+        if not os.environ.get("TORCH_CUDA_ARCH_LIST"):
+            if not torch.cuda.is_available():
+                os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0+PTX;9.0a"
+            else:
+                visible = sorted({torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())})
+                if (9, 0) in visible:
+                    archs = ["9.0a" if cc == (9, 0) else f"{cc[0]}.{cc[1]}" for cc in visible]
+                    os.environ["TORCH_CUDA_ARCH_LIST"] = ";".join(archs)
         # NDEBUG as in the C++ flags: CUTLASS's device asserts would otherwise stay in its Hopper kernels, and a
         # call inside one makes ptxas serialize its wgmma instructions (its warning C7510).
         kwargs["extra_compile_args"]["nvcc"] = ["-O3", "-DNDEBUG"]

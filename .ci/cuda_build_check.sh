@@ -20,6 +20,8 @@ export CUDA_INC_PATH="$site_packages/nvidia/cu13/include"
 export TORCH_CUDA_ARCH_LIST="8.0+PTX;9.0a"
 export MAX_JOBS="${MAX_JOBS:-2}"
 
+# A fresh build, so that ptxas's warnings (checked below) are those of this checkout's kernels.
+rm -rf build/cuda
 mkdir -p build/cuda
 .venv-cuda/bin/python setup.py --quiet build_ext --build-temp build/cuda/temp --build-lib build/cuda/lib 2>&1 \
   | tee build/cuda/build.log
@@ -27,14 +29,19 @@ mkdir -p build/cuda
 for gemm in gemm_sigmoid gemm_sigmoid_hopper; do
   test -f "build/cuda/temp/csrc/cuda/cutlass/$gemm.o" || { echo "the CUTLASS GEMM $gemm was not built"; exit 1; }
 done
-# The Hopper kernels are only real in sm_90a code: their machine code must hold wgmma (HGMMA) instructions. The
-# disassembler comes with the CUDA build of torch's Triton.
+# The Hopper kernels are only real in sm_90a code: the machine code of each of them (float16, bfloat16, TF32) must
+# hold wgmma (HGMMA) instructions. The disassembler comes with the CUDA build of torch's Triton.
 cuobjdump="$site_packages/triton/backends/nvidia/bin/cuobjdump"
-if [ -x "$cuobjdump" ]; then
-  # Read whole before the search: grep -q stopping early would fail the pipe under pipefail.
-  sass=$("$cuobjdump" -sass build/cuda/temp/csrc/cuda/cutlass/gemm_sigmoid_hopper.o)
-  grep -q HGMMA <<<"$sass" || { echo "the Hopper CUTLASS GEMM holds no wgmma instructions"; exit 1; }
-fi
+test -x "$cuobjdump" || { echo "no cuobjdump at $cuobjdump to check the Hopper kernels with"; exit 1; }
+"$cuobjdump" -sass build/cuda/temp/csrc/cuda/cutlass/gemm_sigmoid_hopper.o >build/cuda/hopper.sass
+hopper_kernels=$(python3 - build/cuda/hopper.sass <<'PY'
+import re, sys
+# SASS lists each function under a "Function : name" line; count the GEMM kernels with wgmma in their code.
+functions = re.split(r"Function : ", open(sys.argv[1]).read())[1:]
+print(sum(1 for f in functions if f.startswith("_ZN7cutlass13device_kernel") and "HGMMA" in f))
+PY
+)
+[ "$hopper_kernels" -ge 3 ] || { echo "$hopper_kernels of the 3 Hopper CUTLASS kernels hold wgmma instructions"; exit 1; }
 # ptxas warns (C7510) where a call inside a kernel, such as a device assert, makes it serialize the wgmma
 # instructions: the Hopper kernels would run, slowly.
 if grep -q C7510 build/cuda/build.log; then

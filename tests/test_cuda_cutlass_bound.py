@@ -1,10 +1,10 @@
 """The CUDA forward's CUTLASS path, steered by two variables read once per process: FUSED_SIGMOID_CUTLASS_MAX_FEATURES
 bounds K and M of the shapes it takes, and FUSED_SIGMOID_CUTLASS_HOPPER=1 runs Hopper's own kernels where the device
-and the build allow. Unset (the default bound, 64) and at 0 no CUTLASS GEMM runs on the shapes here (K, M >= 256);
-at 8192 the Ampere kernels run on the smaller and the larger one alike (in a build with CUTLASS; on neither
-without), and with FUSED_SIGMOID_CUTLASS_HOPPER=1 the Hopper kernels do, on a compute capability 9.0 device with a
-build for sm_90a. Either way the forward stays within twice eager's error against float64. Values that are not
-what each variable takes are errors naming it. Each setting runs in a fresh process."""
+and the build allow (torch.ops.fused_sigmoid.cutlass_kernels() says which kernels can run). Unset (the default
+bound, 64) and at 0 no CUTLASS GEMM runs on the shapes here (K, M >= 256); at 8192 the Ampere kernels run on the
+smaller and the larger one alike (in a build with CUTLASS; cuBLAS without), and with FUSED_SIGMOID_CUTLASS_HOPPER=1
+the Hopper kernels do, where they can run. Either way the forward stays within twice eager's error against float64.
+Values that are not what each variable takes are errors naming it. Each setting runs in a fresh process."""
 
 import os
 import subprocess
@@ -16,7 +16,7 @@ import torch
 
 from conftest import CUDA_REASON, cuda_ready
 
-pytestmark = pytest.mark.skipif(not cuda_ready, reason=CUDA_REASON)
+needs_cuda = pytest.mark.skipif(not cuda_ready, reason=CUDA_REASON)
 
 # Our CUTLASS GEMMs are the kernels whose names hold their epilogue's functor, EagerSigmoid (cuBLAS's own kernels
 # may be CUTLASS instances too); the Hopper ones' names also hold their Sm90 mainloop.
@@ -94,6 +94,7 @@ def gemms_that_ran(settings):
     return gemms
 
 
+@needs_cuda
 @pytest.mark.parametrize("settings", [{}, {"FUSED_SIGMOID_CUTLASS_MAX_FEATURES": "0"},
                                       {"FUSED_SIGMOID_CUTLASS_MAX_FEATURES": "0", "FUSED_SIGMOID_CUTLASS_HOPPER": "1"}],
                          ids=["unset", "bound 0", "bound 0 with Hopper"])
@@ -101,24 +102,34 @@ def test_no_cutlass_gemm_outside_the_bound(settings):
     assert gemms_that_ran(settings) == ["none"] * 4
 
 
+@needs_cuda
 def test_the_bound_routes_every_shape_to_the_ampere_kernels():
     gemms = gemms_that_ran({"FUSED_SIGMOID_CUTLASS_MAX_FEATURES": "8192"})
     # A build without CUTLASS runs cuBLAS throughout.
-    assert gemms in (["ampere"] * 4, ["none"] * 4), gemms
+    expected = "ampere" if "ampere" in torch.ops.fused_sigmoid.cutlass_kernels() else "none"
+    assert gemms == [expected] * 4, gemms
 
 
+@needs_cuda
 def test_hopper_kernels_run_where_device_and_build_allow():
-    ampere = gemms_that_ran({"FUSED_SIGMOID_CUTLASS_MAX_FEATURES": "8192"})
-    hopper = gemms_that_ran({"FUSED_SIGMOID_CUTLASS_MAX_FEATURES": "8192", "FUSED_SIGMOID_CUTLASS_HOPPER": "1"})
-    # The build's targets are those TORCH_CUDA_ARCH_LIST named when it was built; benchmarks/gpu_check.sh builds for
-    # sm_90a and runs the tests with that setting still in place.
-    built_for_sm90a = "9.0a" in os.environ.get("TORCH_CUDA_ARCH_LIST", "")
-    if ampere == ["ampere"] * 4 and torch.cuda.get_device_capability() == (9, 0) and built_for_sm90a:
-        assert hopper == ["hopper"] * 4, hopper
-    else:
-        assert hopper in (ampere, ["hopper"] * 4), (ampere, hopper)
+    gemms = gemms_that_ran({"FUSED_SIGMOID_CUTLASS_MAX_FEATURES": "8192", "FUSED_SIGMOID_CUTLASS_HOPPER": "1"})
+    # Elsewhere than on sm_90a code on a compute capability 9.0 device, the Ampere kernels (or cuBLAS) take them.
+    available = torch.ops.fused_sigmoid.cutlass_kernels()
+    expected = next((kernel for kernel in ("hopper", "ampere") if kernel in available), "none")
+    assert gemms == [expected] * 4, (available, gemms)
 
 
+def test_cutlass_kernels_reports_what_the_device_can_run():
+    # Also on a machine without CUDA, where it reports none.
+    available = torch.ops.fused_sigmoid.cutlass_kernels()
+    assert set(available) <= {"ampere", "hopper"}, available
+    if not cuda_ready or torch.cuda.get_device_capability()[0] < 8:
+        assert available == [], available
+    elif torch.cuda.get_device_capability() != (9, 0):
+        assert "hopper" not in available, available
+
+
+@needs_cuda
 @pytest.mark.parametrize("name, value, message", [
     ("FUSED_SIGMOID_CUTLASS_MAX_FEATURES", "1024abc",
      "FUSED_SIGMOID_CUTLASS_MAX_FEATURES must be a non-negative integer, got '1024abc'"),

@@ -5,6 +5,8 @@
 #include <ATen/core/Tensor.h>
 
 #include <optional>
+#include <string>
+#include <vector>
 
 namespace fused_sigmoid::cuda {
 
@@ -16,5 +18,9 @@ bool gemm_sigmoid_on_tensor_cores(
     const at::Tensor& w,
     const std::optional<at::Tensor>& b,
     const at::Tensor& y);
+
+// The CUTLASS kernel families gemm_sigmoid_on_tensor_cores can run on the current device ("ampere", "hopper"),
+// whatever the variables that choose between them say; none where no CUDA device is present.
+std::vector<std::string> cutlass_kernels_for_current_device();
 
 } // namespace fused_sigmoid::cuda

@@ -24,15 +24,16 @@
 #include <cstdlib>
 #include <limits>
 #include <string>
+#include <vector>
 
 namespace fused_sigmoid::cuda {
 namespace {
 
 // The shapes this path takes by default: K and M up to 64. Timed on an H200 against cuBLAS's Hopper kernels followed
-// by ATen's sigmoid (benchmarks/results/cuda-h200-gemm-bound-*.csv), these Ampere tensor-core kernels
-// (mma.sync) were 1.12-1.18x faster at K = M = 64 but 0.87-0.92x at 128 and 0.40-0.76x from 256 to 4096, in
-// bfloat16 and TF32: beyond 64 the pass over y that the epilogue saves costs less than the Hopper instructions it
-// gives up.
+// by ATen's sigmoid (benchmarks/results/cuda-h200-gemm-bound-*.csv, one process per path), these Ampere tensor-core
+// kernels (mma.sync) were 1.12-1.18x faster at K = M = 64 and 0.40-0.76x as fast from 256 to 4096, in bfloat16 and
+// TF32: there the pass over y that the epilogue saves costs less than the Hopper instructions it gives up. At 128
+// the two were a draw within the noise between the processes (0.87-0.92x; 1.04-1.10x against each one's own eager).
 constexpr int64_t kDefaultMaxFeatures = 64;
 
 // The bound in force: kDefaultMaxFeatures, or FUSED_SIGMOID_CUTLASS_MAX_FEATURES when it is set (read once), so that
@@ -196,6 +197,20 @@ bool gemm_sigmoid_on_tensor_cores(
     default:
       return run_gemm_sigmoid<GemmSigmoidTF32>(x, w, b, y);
   }
+}
+
+std::vector<std::string> cutlass_kernels_for_current_device() {
+  if (!at::cuda::is_available()) {
+    return {};
+  }
+  std::vector<std::string> kernels;
+  if (at::cuda::getCurrentDeviceProperties()->major >= 8) {
+    kernels.emplace_back("ampere");
+  }
+  if (current_device_runs_sm90a_code()) {
+    kernels.emplace_back("hopper");
+  }
+  return kernels;
 }
 
 } // namespace fused_sigmoid::cuda

@@ -38,8 +38,10 @@ __global__ void report_sm90a_code(bool* has_sm90a_code) {
 #endif
 }
 
-// Whether the current device runs sm_90a code of this build: probed once per device, with a synchronizing read
-// (so the first forward that asks must not be inside a CUDA graph capture).
+} // namespace
+
+// Probed once per device, with a synchronizing read; while the stream is being captured into a CUDA graph, where
+// that read cannot run, a device not yet probed answers false (the Ampere kernels or cuBLAS take the call).
 bool current_device_runs_sm90a_code() {
   const cudaDeviceProp* const properties = at::cuda::getCurrentDeviceProperties();
   if (properties->major != 9 || properties->minor != 0) {
@@ -53,13 +55,21 @@ bool current_device_runs_sm90a_code() {
   if (found != probed.end()) {
     return found->second;
   }
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  C10_CUDA_CHECK(cudaStreamIsCapturing(stream, &capture));
+  if (capture != cudaStreamCaptureStatusNone) {
+    return false;
+  }
   const at::Tensor flag = at::empty({1}, at::TensorOptions().dtype(at::kBool).device(at::kCUDA, device));
-  report_sm90a_code<<<1, 1, 0, at::cuda::getCurrentCUDAStream()>>>(flag.mutable_data_ptr<bool>());
+  report_sm90a_code<<<1, 1, 0, stream>>>(flag.mutable_data_ptr<bool>());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   const bool has_code = flag.item<bool>();
   probed.emplace(device, has_code);
   return has_code;
 }
+
+namespace {
 
 // A = x (rows, K) row-major and B = w (M, K) row-major, both K-major as TF32 wgmma requires; D = y (rows, M)
 // row-major; no C. Output tiles of 128 rows x 128 features, TileK elements deep (128 bytes of A or B per row).
@@ -97,8 +107,10 @@ bool run_hopper_gemm_sigmoid(const at::Tensor& x, const at::Tensor& w, const std
   const auto rows = static_cast<int>(x.size(0));
   const auto K = static_cast<int>(w.size(1));
   const auto M = static_cast<int>(w.size(0));
-  // Strides as (row, column, batch): x through its row stride, w and y contiguous.
-  const typename Kernel::StrideA stride_x = cute::make_stride(x.stride(0), cute::Int<1>{}, int64_t{0});
+  // Strides as (row, column, batch): x through its row stride (which a single row may have as 0, and TMA takes
+  // only multiples of 16 bytes), w and y contiguous.
+  const int64_t x_row_stride = rows == 1 ? int64_t{K} : x.stride(0);
+  const typename Kernel::StrideA stride_x = cute::make_stride(x_row_stride, cute::Int<1>{}, int64_t{0});
   const typename Kernel::StrideB stride_w = cute::make_stride(int64_t{K}, cute::Int<1>{}, int64_t{0});
   const typename Kernel::StrideD stride_y = cute::make_stride(int64_t{M}, cute::Int<1>{}, int64_t{0});
   cutlass::KernelHardwareInfo hardware;
@@ -121,10 +133,11 @@ bool run_hopper_gemm_sigmoid(const at::Tensor& x, const at::Tensor& w, const std
   const at::Tensor workspace =
       at::empty({static_cast<int64_t>(workspace_bytes)}, x.options().dtype(at::kByte));
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  cutlass::Status status = gemm.initialize(arguments, workspace.mutable_data_ptr(), stream);
-  TORCH_CHECK(status == cutlass::Status::kSuccess, "linear_sigmoid: CUTLASS Hopper GEMM setup failed: ",
-              cutlass::cutlassGetStatusString(status));
-  status = gemm.run(stream);
+  // A setup CUTLASS refuses (a TMA descriptor it cannot build) leaves y to the other paths, as can_implement does.
+  if (gemm.initialize(arguments, workspace.mutable_data_ptr(), stream) != cutlass::Status::kSuccess) {
+    return false;
+  }
+  const cutlass::Status status = gemm.run(stream);
   TORCH_CHECK(status == cutlass::Status::kSuccess, "linear_sigmoid: CUTLASS Hopper GEMM launch failed: ",
               cutlass::cutlassGetStatusString(status), " (rerun with CUDA_LAUNCH_BLOCKING=1 for the CUDA error)");
   C10_CUDA_KERNEL_LAUNCH_CHECK();

@@ -18,4 +18,8 @@ bool gemm_sigmoid_hopper(
     const std::optional<at::Tensor>& b,
     const at::Tensor& y);
 
+// Whether the current device runs this build's sm_90a code: a compute capability 9.0 device, and a build whose
+// targets included sm_90a.
+bool current_device_runs_sm90a_code();
+
 } // namespace fused_sigmoid::cuda
