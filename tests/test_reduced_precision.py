@@ -7,10 +7,11 @@ import torch
 from conftest import assert_within_twice_eager_error
 from fused_sigmoid import linear_sigmoid, reference_linear_sigmoid
 
-# (1000, 96, 40): partial tiles of rows and of outputs in the CUDA tensor-core GEMM. (1001, 100, 3) and (64, 1024, 3):
-# the CPU's bfloat16 dot products that read the rows in place, with and without a partial vector at the row's end.
-SHAPES = [(1, 3, 2), (4096, 3, 2), (2048, 30, 1), (512, 64, 64), (1000, 96, 40), (256, 256, 17), (64, 1024, 3),
-          (1001, 100, 3)]
+# (1000, 48, 40): partial tiles of rows and of outputs in the CUDA tensor-core GEMM, within its default bound of
+# K, M <= 64; (1000, 96, 40), the same beyond it, on cuBLAS. (1001, 100, 3) and (64, 1024, 3): the CPU's bfloat16
+# dot products that read the rows in place, with and without a partial vector at the row's end.
+SHAPES = [(1, 3, 2), (4096, 3, 2), (2048, 30, 1), (512, 64, 64), (1000, 48, 40), (1000, 96, 40), (256, 256, 17),
+          (64, 1024, 3), (1001, 100, 3)]
 
 
 def inputs(rows, in_features, out_features, dtype, device, seed=0):
@@ -72,11 +73,13 @@ def laid_out(x, b, layout):
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "sliced", "expanded", "no-bias"])
-@pytest.mark.parametrize("shape", [(777, 40, 72), (130, 8, 16), (300, 200, 24), (512, 64, 64), (333, 100, 3)],
+@pytest.mark.parametrize("shape", [(777, 40, 56), (777, 40, 72), (130, 8, 16), (300, 200, 24), (512, 64, 64),
+                                   (333, 100, 3)],
                          ids=lambda shape: "x".join(map(str, shape)))
 @pytest.mark.parametrize("precision", ["bfloat16", "float16", "tf32"])
 def test_layouts_within_twice_eager_error(precision, shape, layout, device, monkeypatch):
-    # The CUDA tensor-core GEMM's cases (K and M multiples of 8): K not a multiple of its tile depth or below it,
+    # The CUDA tensor-core GEMM's cases (K and M multiples of 8, within its default bound of 64 but for
+    # (777, 40, 72) and (300, 200, 24), which cuBLAS takes): K not a multiple of its tile depth or below it,
     # partial tiles of rows and outputs, rows further apart than K or not apart at all, no bias; and float32 with
     # TF32 allowed, where eager's cuBLAS matmul may round its inputs to TF32 and our GEMM does. (333, 100, 3): the
     # CPU's bfloat16 dot products reading the rows in place through their stride.
