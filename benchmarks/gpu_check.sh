@@ -8,8 +8,8 @@
 # table last. Into the folder given as the argument go check.log (every step's full output, in order), cuda.csv,
 # cuda_speedup.png, cuda_gemm_bound_0.csv, cuda_gemm_bound_8192.csv and cuda_gemm_bound_8192_hopper.csv (the same
 # shapes with every forward on cuBLAS, with the Ampere CUTLASS kernels taking all of them, and with the Hopper ones)
-# and cuda_max_autotune.csv: seven files, within what a lent machine sends back. The steps share one budget of 7.5 minutes (CHECK_SECONDS), most important
-# first, each cut off where it would overrun it.
+# and cuda_max_autotune.csv: seven files, within what a lent machine sends back. The steps share one budget of 7.5
+# minutes (CHECK_SECONDS), most important first, each cut off where it would overrun it.
 #
 # The machine has no CUTLASS: its headers travel as the nvidia-cutlass wheel in .whl/ (git-ignored). Fetch it here
 # with `python3 -m pip download --no-deps -d .whl nvidia-cutlass==4.2.0.0` and name .whl in the device call's carry;
@@ -117,7 +117,7 @@ if [ -n "${CUTLASS_INCLUDE_DIR:-}" ]; then
   step "the CUTLASS forward's Ampere and Hopper kernels against cuBLAS + sigmoid on GEMM shapes, as time allows"
   for setting in 0 8192 8192_hopper; do
     bound=${setting%_hopper}
-    hopper=$([ "$setting" = "${setting%_hopper}" ] && echo 0 || echo 1)
+    case $setting in *_hopper) hopper=1 ;; *) hopper=0 ;; esac
     FUSED_SIGMOID_CUTLASS_MAX_FEATURES=$bound FUSED_SIGMOID_CUTLASS_HOPPER=$hopper timeout "$(limit 60)" \
       python3 -m fused_sigmoid bench --device cuda \
       --allow-tf32 --dtypes bfloat16 float32 --modes forward --impls fused --rounds 2 --min-run-time 0.05 \

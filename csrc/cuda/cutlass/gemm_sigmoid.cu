@@ -172,14 +172,16 @@ bool gemm_sigmoid_on_tensor_cores(
     const at::Tensor& w,
     const std::optional<at::Tensor>& b,
     const at::Tensor& y) {
+  // A device without these kernels reads neither variable, as cutlass_kernels_for_current_device reports none.
+  if (at::cuda::getCurrentDeviceProperties()->major < 8) {
+    return false;
+  }
   const int64_t K = w.size(1);
   const int64_t M = w.size(0);
   // CUTLASS holds row coordinates in 32 bits, and adds up to a tile's height to them in the last tile.
   const int64_t max_rows = std::numeric_limits<int>::max() - 256;
-  if (K == 0 || K > max_features() || M > max_features() || x.size(0) > max_rows) {
-    return false;
-  }
-  if (at::cuda::getCurrentDeviceProperties()->major < 8 || !aligned_for_vectors(x, w, b, y)) {
+  if (K == 0 || K > max_features() || M > max_features() || x.size(0) > max_rows ||
+      !aligned_for_vectors(x, w, b, y)) {
     return false;
   }
   const at::ScalarType dtype = x.scalar_type();
