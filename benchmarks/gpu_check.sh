@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # The GPU check, for a fresh H100/H200 machine that has its own CUDA build of torch, nvcc and ninja and nothing to
 # download: builds the extension with its CUDA kernels (for sm_90a, so that the Hopper CUTLASS kernels are real),
-# runs the CUDA tests, runs compute-sanitizer's memcheck over a short CUDA subset, runs the CUDA benchmarks, then, as
-# time allows, times the CUTLASS forward's Ampere and Hopper kernels against cuBLAS + sigmoid on GEMM shapes (to
-# set the CUTLASS path's bound and choose its kernels), profiles the skinny kernels with Nsight Compute, compares
-# with torch.compile(mode="max-autotune") on the mid shapes and runs the rest of the test suite, and prints a short
-# table last. Into the folder given as the argument go check.log (every step's full output, in order), cuda.csv,
-# cuda_speedup.png, cuda_gemm_bound_0.csv, cuda_gemm_bound_8192.csv and cuda_gemm_bound_8192_hopper.csv (the same
-# shapes with every forward on cuBLAS, with the Ampere CUTLASS kernels taking all of them, and with the Hopper ones)
-# and cuda_max_autotune.csv: seven files, within what a lent machine sends back. The steps share one budget of 7.5
-# minutes (CHECK_SECONDS), most important first, each cut off where it would overrun it.
+# runs the CUDA tests, runs compute-sanitizer's memcheck over a short CUDA subset and its racecheck over the skinny
+# kernels, runs the CUDA benchmarks, then, as time allows, times the CUTLASS forward's Ampere and Hopper kernels
+# against cuBLAS + sigmoid on GEMM shapes (to set the CUTLASS path's bound and choose its kernels), profiles the
+# skinny kernels with Nsight Compute, compares with torch.compile(mode="max-autotune") on the mid shapes and runs
+# the rest of the test suite, and prints a short table last. Into the folder given as the argument go check.log
+# (every step's full output, in order), cuda.csv, cuda_speedup.png, cuda_gemm_bound_0.csv, cuda_gemm_bound_8192.csv
+# and cuda_gemm_bound_8192_hopper.csv (the same shapes with every forward on cuBLAS, with the Ampere CUTLASS kernels
+# taking all of them, and with the Hopper ones) and cuda_max_autotune.csv: seven files, within what a lent machine
+# sends back. The steps share one budget of 7.5 minutes (CHECK_SECONDS), most important first, each cut off where
+# it would overrun it.
 #
 # The machine has no CUTLASS: its headers travel as the nvidia-cutlass wheel in .whl/ (git-ignored). Fetch it here
 # with `python3 -m pip download --no-deps -d .whl nvidia-cutlass==4.2.0.0` and name .whl in the device call's carry;
@@ -106,6 +107,17 @@ PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout "$(limit 100)" compute-sanitizer --tool
     else status=1; fi
   }
 keep; grep -E "ERROR SUMMARY|passed|failed" "$step_log" | tail -3
+
+step "compute-sanitizer racecheck on the skinny kernels' shared-memory pipeline"
+# The skinny kernels refill each shared-memory stage while other warps may still read it unless the barriers say
+# otherwise. A million rows give some forward blocks two tiles; every backward block streams eight tiles a chunk.
+timeout "$(limit 60)" compute-sanitizer --tool racecheck --error-exitcode 3 \
+  python3 -m pytest "${pytest_args[@]}" -x tests/test_backward_parity.py \
+  -k "cuda and (long_batch or (odd_offset and 4097 and features0))" >"$step_log" 2>&1 || {
+    if grep -q "Device not supported" "$step_log"; then echo "compute-sanitizer: device not supported here"
+    else status=1; fi
+  }
+keep; grep -E "ERROR SUMMARY|RACECHECK SUMMARY|hazard|passed|failed" "$step_log" | tail -4
 
 step "benchmarks: the issue's shapes in float32 (TF32 allowed) and a bfloat16 subset"
 timeout "$(limit 170)" python3 -m fused_sigmoid bench --device cuda --allow-tf32 --dtypes float32 bfloat16 \

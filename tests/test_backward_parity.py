@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from conftest import assert_close_to_reference, assert_within_twice_eager_error
+from conftest import assert_close_to_reference, assert_forward_matches_eager, assert_within_twice_eager_error
 from fused_sigmoid import LinearSigmoidFunction, linear_sigmoid, reference_linear_sigmoid
 
 CASES = [((), 3, 2), ((5,), 3, 2), ((4, 6), 17, 1), ((2, 3, 4), 33, 5), ((70,), 65, 2), ((30,), 20, 12), ((9,), 16, 33),
@@ -115,6 +115,36 @@ def test_bias_gradient_is_accurate_over_a_long_batch(device):
     y = reference_linear_sigmoid(x.double(), w.double(), b.double()).detach()
     expected = (y * (1 - y)).sum(0)
     torch.testing.assert_close(b.grad.double(), expected, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("rows, features", [(3_000_001, (3, 2)), (1_500_001, (30, 1))])
+def test_skinny_layers_over_more_rows_than_one_pass_of_the_grid(rows, features, dtype, device):
+    # On a GPU the skinny kernels run as many blocks as the device holds at once, each streaming its tiles (and the
+    # backward's chunks) through two shared-memory stages: these batches give every block several tiles and some
+    # blocks more than one chunk, so each stage is refilled many times; the odd count ends on a short tile and a
+    # short chunk. x and grad_output are positive, so that every dz is and the weight and bias gradients are sums
+    # without cancellation: a tile of rows skipped or added twice moves them by far more than rounding does.
+    in_features, out_features = features
+    generator = torch.Generator().manual_seed(rows)
+    x = torch.rand(rows, in_features, generator=generator).to(device, dtype).requires_grad_()
+    w = torch.randn(out_features, in_features, generator=generator).to(device, dtype).requires_grad_()
+    b = torch.randn(out_features, generator=generator).to(device, dtype).requires_grad_()
+    grad_output = torch.rand(rows, out_features, generator=generator).to(device, dtype)
+    out = linear_sigmoid(x, w, b)
+    assert_forward_matches_eager(out, x, w, b)
+    gradients = torch.autograd.grad(out, (x, w, b), grad_output)
+    # The float64 gradients of our own rounded output: what the backward computes, before its roundings.
+    y, dy, x64, w64 = out.detach().double(), grad_output.double(), x.detach().double(), w.detach().double()
+    dz = dy * y * (1 - y)
+    expected = (dz @ w64, dz.t() @ x64, dz.sum(0))
+    magnitudes = (dz @ w64.abs(), dz.t() @ x64, dz.sum(0))
+    eps = torch.finfo(dtype).eps
+    for name, ours, exact, magnitude in zip(("grad_input", "grad_weight", "grad_bias"), gradients, expected,
+                                            magnitudes):
+        error = (ours.double() - exact).abs().max().item()
+        allowed = (eps * exact.abs() + 1e-6 * magnitude).max().item()
+        assert error <= allowed, f"{name}: error {error:.3g} beyond {allowed:.3g}"
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])

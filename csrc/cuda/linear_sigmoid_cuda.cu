@@ -154,16 +154,19 @@ at::Tensor sum_chunks(const at::Tensor& partial_sums, at::IntArrayRef shape, con
   return totals;
 }
 
-// Whether the skinny kernels may read t in 16-byte vectors (tiles start at multiples of kTileRowMultiple rows).
+// Whether the skinny kernels may move t in 16-byte pieces (tiles start at multiples of kTileRowMultiple rows).
 bool is_16_byte_aligned(const at::Tensor& t) {
   return reinterpret_cast<uintptr_t>(t.const_data_ptr()) % 16 == 0;
 }
 
-// Blocks for a grid-stride kernel: as many as wanted up to enough to fill the device several times over; the
-// kernels' loops cover the rest.
-int grid_blocks(int64_t wanted) {
-  const int64_t cap = static_cast<int64_t>(at::cuda::getCurrentDeviceProperties()->multiProcessorCount) * 32;
-  return static_cast<int>(std::max<int64_t>(1, std::min(wanted, cap)));
+// Blocks of a persistent grid: as many blocks of `kernel` as the device holds at once, no more than `wanted`.
+template <typename Kernel>
+int resident_blocks(Kernel kernel, int shared_bytes, int64_t wanted) {
+  int per_multiprocessor = 0;
+  C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_multiprocessor, kernel, kThreads, shared_bytes));
+  const int64_t resident = static_cast<int64_t>(std::max(per_multiprocessor, 1)) *
+      at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+  return static_cast<int>(std::max<int64_t>(1, std::min(wanted, resident)));
 }
 
 at::Tensor linear_sigmoid_cuda(
@@ -188,9 +191,10 @@ at::Tensor linear_sigmoid_cuda(
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   if (M <= kMaxSkinnyOutFeatures && K <= kMaxSkinnyInFeatures) {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "linear_sigmoid_skinny", [&] {
-      const SkinnyTile tile = skinny_forward_tile<at::opmath_type<scalar_t>>(static_cast<int>(K));
-      const int64_t num_tiles = (N + tile.rows - 1) / tile.rows;
-      linear_sigmoid_skinny_kernel<scalar_t><<<grid_blocks(num_tiles), kThreads, tile.bytes, stream>>>(
+      const SkinnyForwardTile tile = skinny_forward_tile<scalar_t>(static_cast<int>(K), static_cast<int>(M));
+      const auto kernel = linear_sigmoid_skinny_kernel<scalar_t>;
+      const int blocks = resident_blocks(kernel, tile.bytes, (N + tile.rows - 1) / tile.rows);
+      kernel<<<blocks, kThreads, tile.bytes, stream>>>(
           x.const_data_ptr<scalar_t>(),
           x.stride(0),
           w.const_data_ptr<scalar_t>(),
@@ -199,6 +203,7 @@ at::Tensor linear_sigmoid_cuda(
           static_cast<int>(K),
           static_cast<int>(M),
           x.stride(0) == K && is_16_byte_aligned(x),
+          is_16_byte_aligned(y),
           y.mutable_data_ptr<scalar_t>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
@@ -239,8 +244,9 @@ LinearSigmoidGradients skinny_backward(
   LinearSigmoidGradients gradients;
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, y.scalar_type(), "linear_sigmoid_skinny_backward", [&] {
-    const SkinnyTile tile = skinny_backward_tile<at::opmath_type<scalar_t>>(static_cast<int>(K));
-    linear_sigmoid_skinny_backward_kernel<scalar_t><<<grid_blocks(num_chunks), kThreads, tile.bytes, stream>>>(
+    const SkinnyBackwardTile tile = skinny_backward_tile<scalar_t>(static_cast<int>(K), static_cast<int>(M));
+    const auto kernel = linear_sigmoid_skinny_backward_kernel<scalar_t>;
+    kernel<<<resident_blocks(kernel, tile.bytes, num_chunks), kThreads, tile.bytes, stream>>>(
         dy.const_data_ptr<scalar_t>(),
         y.const_data_ptr<scalar_t>(),
         x.const_data_ptr<scalar_t>(),

@@ -1,11 +1,15 @@
 // CUDA kernels for the skinny shapes (out_features <= 8, in_features <= 64: logistic heads and gates), forward and
-// backward. Both stage tiles of rows in shared memory so that every global load of a warp is coalesced (a thread
-// per row reading global memory would read x with a stride of K elements); the forward then sums a row per thread
-// from shared memory and writes its M outputs, a warp's stores covering one contiguous span of y. Included by
-// linear_sigmoid_cuda.cu alone.
+// backward. Both run a persistent grid whose blocks stream tiles of rows through shared memory two stages deep:
+// while a block computes one tile, the asynchronous copies (cp.async) of its next tile are in flight. The copies hold
+// no registers and go on through the block's compute, so the memory stays busy with the few blocks a multiprocessor
+// holds; a thread per row reading global memory would instead read x with a stride of K elements. A stage holds the
+// raw bytes of a contiguous span of rows, copied in 16-byte pieces (the tail, and rows that are strided or not
+// 16-byte aligned, element by element). The forward sums a row per thread from shared memory and stages the tile's
+// outputs there too, to write them in 16-byte vectors. Included by linear_sigmoid_cuda.cu alone.
 #pragma once
 
 #include <ATen/OpMathType.h>
+#include <cuda_pipeline_primitives.h>
 
 #include <cstdint>
 
@@ -14,20 +18,19 @@ namespace fused_sigmoid::cuda {
 constexpr int kMaxSkinnyOutFeatures = 8;
 constexpr int kMaxSkinnyInFeatures = 64;
 constexpr int kThreads = 256;
-// Shared memory for a tile of rows of x, in opmath: the forward's, and the backward's, which also holds the
-// tile's dz. Within 48 KiB a block, with the weight, for every dtype.
-constexpr int kSkinnyForwardTileBytes = 32 * 1024;
-constexpr int kSkinnyBackwardTileBytes = 16 * 1024;
-// Rows a tile may hold: the forward's bound keeps a few rows per thread (tiles of small K stay large enough to keep
-// many loads in flight); the backward's sizes its dz tile, which is static shared memory.
-constexpr int kMaxSkinnyForwardTileRows = 1024;
+// Bytes of one stage of inputs (x; and dy and y in the backward). With a stage in flight per block and the four to
+// six blocks a multiprocessor holds, 64 to 96 KiB of loads are in flight per multiprocessor: two to three times
+// what an H200 needs to cover about a microsecond of loaded memory latency (4.2 TB/s over 132 multiprocessors).
+constexpr int kSkinnyStageBytes = 16 * 1024;
+// Bytes of the forward's staged outputs.
+constexpr int kSkinnyOutputBytes = 8 * 1024;
+// Rows a tile may hold: the forward's bound keeps a few rows per thread; the backward's keeps a tile's weight
+// gradient partial sums over few rows per thread.
+constexpr int kMaxSkinnyForwardTileRows = 2048;
 constexpr int kMaxSkinnyBackwardTileRows = 256;
 // Tiles start at multiples of this many rows, so that each tile's x, dy and y start 16-byte aligned when the tensors
 // do (16 bytes are 8 elements of the narrowest dtype).
 constexpr int kTileRowMultiple = 8;
-// 16-byte loads each thread issues before it uses the first: enough independent loads in flight to cover the
-// memory latency with the few blocks a multiprocessor holds.
-constexpr int kLoadsInFlight = 4;
 // Rows per chunk of the skinny backward: each chunk's weight and bias gradients are partial sums of their own,
 // added in order afterwards, so the result is fixed by the shape.
 constexpr int64_t kSkinnyBackwardChunkRows = 2048;
@@ -41,142 +44,141 @@ __device__ __forceinline__ T sigmoid(T z) {
   return T(1) / (T(1) + ::exp(-z));
 }
 
-// Rows of x per tile, the row pitch in opmath elements of the tile and of the weight in shared memory (odd, so
-// that threads reading the same k of different rows hit different banks), and the tile's bytes (dynamic shared
-// memory: small K leaves room for more blocks per multiprocessor).
-struct SkinnyTile {
+__host__ __device__ constexpr int round_up_to_16(int bytes) {
+  return (bytes + 15) / 16 * 16;
+}
+
+// The most rows of `bytes_per_row` bytes within `bytes`, at most max_rows, in multiples of kTileRowMultiple.
+__host__ __device__ inline int rows_within(int bytes, int bytes_per_row, int max_rows) {
+  const int fitting = bytes / bytes_per_row;
+  return (fitting < max_rows ? fitting : max_rows) / kTileRowMultiple * kTileRowMultiple;
+}
+
+// The forward's tile: its rows, one stage's bytes (rows x K), and the dynamic shared memory of two stages and the
+// staged outputs (rows x M), every part 16-byte aligned.
+struct SkinnyForwardTile {
   int rows;
-  int pitch;
+  int stage_bytes;
   int bytes;
 };
 
-template <typename opmath_t>
-__host__ __device__ inline SkinnyTile skinny_tile(int K, int tile_bytes, int max_rows) {
-  const int pitch = K | 1;
-  const int fitting_rows = static_cast<int>(tile_bytes / sizeof(opmath_t)) / pitch;
-  const int rows = (fitting_rows < max_rows ? fitting_rows : max_rows) / kTileRowMultiple * kTileRowMultiple;
-  return {rows, pitch, static_cast<int>(rows * pitch * sizeof(opmath_t))};
-}
-
-template <typename opmath_t>
-__host__ __device__ inline SkinnyTile skinny_forward_tile(int K) {
-  return skinny_tile<opmath_t>(K, kSkinnyForwardTileBytes, kMaxSkinnyForwardTileRows);
-}
-
-template <typename opmath_t>
-__host__ __device__ inline SkinnyTile skinny_backward_tile(int K) {
-  return skinny_tile<opmath_t>(K, kSkinnyBackwardTileBytes, kMaxSkinnyBackwardTileRows);
-}
-
-// 16 bytes of scalar_t, moved by one vector load.
 template <typename scalar_t>
-struct alignas(16) Vector16 {
-  static constexpr int kSize = 16 / sizeof(scalar_t);
-  scalar_t values[kSize];
+__host__ __device__ inline SkinnyForwardTile skinny_forward_tile(int K, int M) {
+  constexpr int kElement = sizeof(scalar_t);
+  const int by_inputs = rows_within(kSkinnyStageBytes, (K > 0 ? K : 1) * kElement, kMaxSkinnyForwardTileRows);
+  const int by_outputs = rows_within(kSkinnyOutputBytes, M * kElement, kMaxSkinnyForwardTileRows);
+  const int rows = by_inputs < by_outputs ? by_inputs : by_outputs;
+  const int stage_bytes = round_up_to_16(rows * K * kElement);
+  return {rows, stage_bytes, 2 * stage_bytes + round_up_to_16(rows * M * kElement)};
+}
+
+// The backward's tile: its rows, where dy and y start in a stage (x first), one stage's bytes, and the dynamic
+// shared memory of two stages and the tile's dz (rows x M in opmath).
+struct SkinnyBackwardTile {
+  int rows;
+  int dy_offset;
+  int y_offset;
+  int stage_bytes;
+  int bytes;
 };
 
-// Calls visit(v, vector) for each of the `vectors` 16-byte vectors at src, with kLoadsInFlight loads issued by
-// each thread before the first is visited.
-template <typename scalar_t, typename Visit>
-__device__ inline void for_each_vector(const scalar_t* __restrict__ src, int vectors, Visit visit) {
-  const auto* const src_vectors = reinterpret_cast<const Vector16<scalar_t>*>(src);
-  for (int first = threadIdx.x; first < vectors; first += kLoadsInFlight * blockDim.x) {
-    Vector16<scalar_t> loaded[kLoadsInFlight];
-#pragma unroll
-    for (int j = 0; j < kLoadsInFlight; ++j) {
-      const int v = first + j * blockDim.x;
-      if (v < vectors) {
-        loaded[j] = src_vectors[v];
-      }
-    }
-#pragma unroll
-    for (int j = 0; j < kLoadsInFlight; ++j) {
-      const int v = first + j * blockDim.x;
-      if (v < vectors) {
-        visit(v, loaded[j]);
-      }
-    }
-  }
+template <typename scalar_t>
+__host__ __device__ inline SkinnyBackwardTile skinny_backward_tile(int K, int M) {
+  constexpr int kElement = sizeof(scalar_t);
+  const int rows = rows_within(kSkinnyStageBytes, (K + 2 * M) * kElement, kMaxSkinnyBackwardTileRows);
+  const int dy_offset = round_up_to_16(rows * K * kElement);
+  const int y_offset = dy_offset + round_up_to_16(rows * M * kElement);
+  const int stage_bytes = y_offset + round_up_to_16(rows * M * kElement);
+  const int dz_bytes = rows * M * static_cast<int>(sizeof(at::opmath_type<scalar_t>));
+  return {rows, dy_offset, y_offset, stage_bytes, 2 * stage_bytes + dz_bytes};
 }
 
 // Dynamic shared memory, under one untyped name for every kernel and instantiation: extern shared arrays of
 // different types under one name conflict.
 extern __shared__ __align__(16) unsigned char skinny_tile_bytes[];
 
-// w (M, K) into shared memory in opmath, rows `pitch` apart.
-template <typename scalar_t, typename opmath_t>
-__device__ inline void load_weight(const scalar_t* __restrict__ w, int K, int M, int pitch, opmath_t* w_shared) {
-  for (int i = threadIdx.x; i < M * K; i += blockDim.x) {
-    const int m = i / K;
-    w_shared[m * pitch + i - m * K] = static_cast<opmath_t>(w[i]);
-  }
-}
-
-// Rows [first_row, first_row + tile_rows) of x into x_tile in opmath. With vector_loads (rows contiguous, ldx == K,
-// and x 16-byte aligned; first_row a multiple of kTileRowMultiple) the tile is one contiguous span read in 16-byte
-// vectors, each scattered into its rows; otherwise consecutive threads load consecutive elements of a row, and of
-// the next row where a row ends.
-template <typename scalar_t, typename opmath_t>
-__device__ inline void load_rows(const scalar_t* __restrict__ x, int64_t ldx, int K, int64_t first_row,
-                                 int tile_rows, int pitch, bool vector_loads, opmath_t* x_tile) {
-  int scalar_start = 0;
-  if (vector_loads) {
-    constexpr int kSize = Vector16<scalar_t>::kSize;
-    const int vectors = tile_rows * K / kSize;
-    for_each_vector(x + first_row * K, vectors, [&](int v, const Vector16<scalar_t>& vector) {
-      // One division per vector; its elements step through the row and on into the next.
-      int r = v * kSize / K;
-      int k = v * kSize - r * K;
-#pragma unroll
-      for (int i = 0; i < kSize; ++i) {
-        x_tile[r * pitch + k] = static_cast<opmath_t>(vector.values[i]);
-        if (++k == K) {
-          k = 0;
-          ++r;
-        }
-      }
-    });
-    scalar_start = vectors * kSize;
-  }
-#pragma unroll 4
-  for (int e = scalar_start + threadIdx.x; e < tile_rows * K; e += blockDim.x) {
-    const int r = e / K;
-    const int k = e - r * K;
-    x_tile[r * pitch + k] = static_cast<opmath_t>(x[(first_row + r) * ldx + k]);
-  }
-}
-
-// dz = dy * (1 - y) * y in opmath into dz_tile for `count` contiguous elements of dy and y, in 16-byte vectors
-// where vector_loads says both are 16-byte aligned.
-template <typename scalar_t, typename opmath_t>
-__device__ inline void sigmoid_grad_tile(const scalar_t* __restrict__ dy, const scalar_t* __restrict__ y, int count,
-                                         bool vector_loads, opmath_t* dz_tile) {
-  const auto grad = [](scalar_t g, scalar_t out) {
-    const opmath_t o = static_cast<opmath_t>(out);
-    return static_cast<opmath_t>(g) * (opmath_t(1) - o) * o;
-  };
-  int scalar_start = 0;
-  if (vector_loads) {
-    constexpr int kSize = Vector16<scalar_t>::kSize;
-    const int vectors = count / kSize;
-    const auto* const y_vectors = reinterpret_cast<const Vector16<scalar_t>*>(y);
-    for_each_vector(dy, vectors, [&](int v, const Vector16<scalar_t>& dy_vector) {
-      const Vector16<scalar_t> y_vector = y_vectors[v];
-#pragma unroll
-      for (int i = 0; i < kSize; ++i) {
-        dz_tile[v * kSize + i] = grad(dy_vector.values[i], y_vector.values[i]);
-      }
-    });
-    scalar_start = vectors * kSize;
-  }
-  for (int o = scalar_start + threadIdx.x; o < count; o += blockDim.x) {
-    dz_tile[o] = grad(dy[o], y[o]);
-  }
-}
-
-// vector_loads: x's rows are contiguous (ldx == K) and x is 16-byte aligned.
+// `count` contiguous elements of src (global memory) into dst (shared memory). With `async` (src and dst 16-byte
+// aligned) as cp.async copies of 16 bytes, which land once a __pipeline_wait_prior covers the group they are
+// committed in, and the tail of fewer than 16 bytes element by element; otherwise every element by a plain load.
 template <typename scalar_t>
-__global__ void linear_sigmoid_skinny_kernel(
+__device__ inline void stage_span(const scalar_t* __restrict__ src, int count, bool async, scalar_t* dst) {
+  int synchronous_start = 0;
+  if (async) {
+    constexpr int kPieceElements = 16 / sizeof(scalar_t);
+    const int pieces = count / kPieceElements;
+    for (int p = threadIdx.x; p < pieces; p += blockDim.x) {
+      __pipeline_memcpy_async(dst + p * kPieceElements, src + p * kPieceElements, 16);
+    }
+    synchronous_start = pieces * kPieceElements;
+  }
+  for (int e = synchronous_start + threadIdx.x; e < count; e += blockDim.x) {
+    dst[e] = src[e];
+  }
+}
+
+// Rows [first_row, first_row + tile_rows) of x, whose rows are ldx elements apart, into dst with rows K apart.
+template <typename scalar_t>
+__device__ inline void stage_rows(const scalar_t* __restrict__ x, int64_t ldx, int K, int64_t first_row,
+                                  int tile_rows, bool async, scalar_t* dst) {
+  if (ldx == K) {
+    stage_span(x + first_row * K, tile_rows * K, async, dst);
+    return;
+  }
+  for (int e = threadIdx.x; e < tile_rows * K; e += blockDim.x) {
+    const int r = e / K;
+    dst[e] = x[(first_row + r) * ldx + e - r * K];
+  }
+}
+
+// `count` contiguous elements of src (shared memory) to dst (global memory), in 16-byte vectors where `vector` says
+// dst is 16-byte aligned (src is), the tail element by element.
+template <typename scalar_t>
+__device__ inline void store_span(const scalar_t* src, int count, bool vector, scalar_t* __restrict__ dst) {
+  int scalar_start = 0;
+  if (vector) {
+    constexpr int kVectorElements = sizeof(uint4) / sizeof(scalar_t);
+    const int vectors = count / kVectorElements;
+    for (int v = threadIdx.x; v < vectors; v += blockDim.x) {
+      reinterpret_cast<uint4*>(dst)[v] = reinterpret_cast<const uint4*>(src)[v];
+    }
+    scalar_start = vectors * kVectorElements;
+  }
+  for (int e = scalar_start + threadIdx.x; e < count; e += blockDim.x) {
+    dst[e] = src[e];
+  }
+}
+
+// w (M, K) into shared memory in opmath.
+template <typename scalar_t, typename opmath_t>
+__device__ inline void load_weight(const scalar_t* __restrict__ w, int K, int M, opmath_t* w_shared) {
+  for (int i = threadIdx.x; i < M * K; i += blockDim.x) {
+    w_shared[i] = static_cast<opmath_t>(w[i]);
+  }
+}
+
+// The k at which this thread starts summing each of its rows (then k + 1, ..., K - 1, 0, ...). A warp's lanes read
+// rows K elements apart; where K * sizeof(scalar_t) shares a large power of two with the 128 bytes the 32 banks span
+// (K = 32 or 64 in float32 put every lane's row in one bank), lanes whose rows start in the same bank start that
+// many bytes apart within their rows, so that their reads spread over the banks. The order of each row's sum is
+// thus fixed by the shape, as the rows' places in the tiles are.
+template <typename scalar_t>
+__device__ inline int first_k_of_lane(int K) {
+  if (K == 0) {
+    return 0;
+  }
+  int common = K * static_cast<int>(sizeof(scalar_t));
+  for (int other = 128; other != 0;) {
+    const int remainder = common % other;
+    common = other;
+    other = remainder;
+  }
+  const int spread = common / static_cast<int>(sizeof(scalar_t));
+  return static_cast<int>(threadIdx.x % 32) * spread / 32;
+}
+
+// async_loads: x's rows are contiguous (ldx == K) and x is 16-byte aligned; vector_stores: y is 16-byte aligned.
+template <typename scalar_t>
+__global__ void __launch_bounds__(kThreads) linear_sigmoid_skinny_kernel(
     const scalar_t* __restrict__ x,
     int64_t ldx,
     const scalar_t* __restrict__ w,
@@ -184,61 +186,86 @@ __global__ void linear_sigmoid_skinny_kernel(
     int64_t rows,
     int K,
     int M,
-    bool vector_loads,
+    bool async_loads,
+    bool vector_stores,
     scalar_t* __restrict__ y) {
   using opmath_t = at::opmath_type<scalar_t>;
-  auto* const x_tile = reinterpret_cast<opmath_t*>(skinny_tile_bytes);
-  __shared__ opmath_t w_shared[kMaxSkinnyOutFeatures * (kMaxSkinnyInFeatures | 1)];
+  __shared__ opmath_t w_shared[kMaxSkinnyOutFeatures * kMaxSkinnyInFeatures];
   __shared__ opmath_t b_shared[kMaxSkinnyOutFeatures];
-  const SkinnyTile tile = skinny_forward_tile<opmath_t>(K);
-  load_weight(w, K, M, tile.pitch, w_shared);
+  const SkinnyForwardTile tile = skinny_forward_tile<scalar_t>(K, M);
+  const auto stage = [&](int64_t j) {
+    return reinterpret_cast<scalar_t*>(skinny_tile_bytes + (j & 1) * tile.stage_bytes);
+  };
+  auto* const y_tile = reinterpret_cast<scalar_t*>(skinny_tile_bytes + 2 * tile.stage_bytes);
+  load_weight(w, K, M, w_shared);
   for (int i = threadIdx.x; i < M; i += blockDim.x) {
     b_shared[i] = bias != nullptr ? static_cast<opmath_t>(bias[i]) : opmath_t(0);
   }
   const int64_t num_tiles = (rows + tile.rows - 1) / tile.rows;
-  for (int64_t t = blockIdx.x; t < num_tiles; t += gridDim.x) {
-    const int64_t first_row = t * tile.rows;
-    const int tile_rows = static_cast<int>(rows - first_row < tile.rows ? rows - first_row : tile.rows);
-    load_rows(x, ldx, K, first_row, tile_rows, tile.pitch, vector_loads, x_tile);
+  const auto rows_in = [&](int64_t t) {
+    return static_cast<int>(rows - t * tile.rows < tile.rows ? rows - t * tile.rows : tile.rows);
+  };
+  // Starts the copy of tile t (if there is one) into `dst`, as one commit group, empty or not, so that each
+  // iteration's wait below leaves exactly the next tile's group in flight.
+  const auto fetch = [&](int64_t t, scalar_t* dst) {
+    if (t < num_tiles) {
+      stage_rows(x, ldx, K, t * tile.rows, rows_in(t), async_loads, dst);
+    }
+    __pipeline_commit();
+  };
+  const int first_k = first_k_of_lane<scalar_t>(K);
+  fetch(blockIdx.x, stage(0));
+  int64_t j = 0;
+  for (int64_t t = blockIdx.x; t < num_tiles; t += gridDim.x, ++j) {
+    // The stage being filled was last read while computing tile j - 1, before that iteration's second barrier.
+    fetch(t + gridDim.x, stage(j + 1));
+    __pipeline_wait_prior(1);
     __syncthreads();
-    // A thread per row, its M sums in registers: the row is read from shared memory once (rows an odd pitch
-    // apart, so a warp's reads hit distinct banks) and the weight's elements are broadcast.
+    const scalar_t* const x_tile = stage(j);
+    const int tile_rows = rows_in(t);
+    // A thread per row, its M sums in registers; the weight's elements are read as the rotation of k allows.
     for (int r = threadIdx.x; r < tile_rows; r += blockDim.x) {
-      const opmath_t* xr = x_tile + r * tile.pitch;
+      const scalar_t* const xr = x_tile + r * K;
       opmath_t acc[kMaxSkinnyOutFeatures] = {};
-      for (int k = 0; k < K; ++k) {
-        const opmath_t xk = xr[k];
+      int k = first_k;
+      for (int i = 0; i < K; ++i) {
+        const opmath_t xk = static_cast<opmath_t>(xr[k]);
 #pragma unroll
         for (int m = 0; m < kMaxSkinnyOutFeatures; ++m) {
           if (m < M) {
-            acc[m] += xk * w_shared[m * tile.pitch + k];
+            acc[m] += xk * w_shared[m * K + k];
           }
         }
+        k = k + 1 == K ? 0 : k + 1;
       }
-      scalar_t* const yr = y + (first_row + r) * M;
 #pragma unroll
       for (int m = 0; m < kMaxSkinnyOutFeatures; ++m) {
         if (m < M) {
-          yr[m] = static_cast<scalar_t>(sigmoid(acc[m] + b_shared[m]));
+          y_tile[r * M + m] = static_cast<scalar_t>(sigmoid(acc[m] + b_shared[m]));
         }
       }
     }
-    // The next tile overwrites x_tile.
+    // The tile's outputs are all staged; the next iteration's barrier keeps them until they are written.
     __syncthreads();
+    store_span(y_tile, tile_rows * M, vector_stores, y + t * tile.rows * M);
   }
 }
 
-// The whole backward of a skinny layer in one pass over the rows, chunk by chunk: per tile of rows, dz = dy * (1 -
-// y) * y in opmath into shared memory, grad_input = dz @ w written with consecutive threads on consecutive
-// elements, and the chunk's sums of dz^T x and of dz (the weight and bias gradients) accumulated in double. dz is
-// never stored in global memory, and no GEMM runs on these degenerate shapes. The E = M * K + M gradient elements
-// are owned by threads: with E <= kThreads, kThreads / E groups of threads each take every group-th row and the
-// groups' sums are added in order at the end of the chunk; otherwise each thread owns up to
-// kMaxGradientsPerThread elements over all rows. dx, weight_partials and bias_partials are null when not asked for;
-// the partials are (chunks, M * K) and (chunks, M). vector_loads: x's rows are contiguous and x, dy and y are
-// 16-byte aligned.
+// The whole backward of a skinny layer in one pass over the rows, chunk by chunk and tile by tile: per tile,
+// dz = dy * (1 - y) * y in opmath into shared memory, grad_input = dz @ w written with consecutive threads on
+// consecutive elements, and the tile's sums of dz^T x and of dz (the weight and bias gradients) added to the
+// chunk's, in double. dz is never stored in global memory, and no GEMM runs on these degenerate shapes. The
+// E = M * K + M gradient elements are owned by threads: with E <= kThreads, kThreads / E groups of threads each
+// take every group-th row and the groups' sums are added in order at the end of the chunk; otherwise each thread
+// owns up to kMaxGradientsPerThread elements over all rows. A weight element's sum over a tile's rows is kept in
+// opmath and added to the chunk's in double (a float to double conversion per row would cost more than the sum);
+// the bias sums every dz in double, so that the bias gradient is the rounded exact sum. dx, weight_partials and
+// bias_partials are null when not asked for; the partials are (chunks, M * K) and (chunks, M). async_loads: x's
+// rows are contiguous and x, dy and y are 16-byte aligned. Asking for six blocks a multiprocessor holds the
+// registers to 40 a thread (64 otherwise: four blocks, fewer copies in flight); nothing spills on sm_90, and only
+// 12 bytes of float64's on sm_80.
 template <typename scalar_t>
-__global__ void linear_sigmoid_skinny_backward_kernel(
+__global__ void __launch_bounds__(kThreads, 6) linear_sigmoid_skinny_backward_kernel(
     const scalar_t* __restrict__ dy,
     const scalar_t* __restrict__ y,
     const scalar_t* __restrict__ x,
@@ -247,17 +274,17 @@ __global__ void linear_sigmoid_skinny_backward_kernel(
     int64_t rows,
     int K,
     int M,
-    bool vector_loads,
+    bool async_loads,
     scalar_t* __restrict__ dx,
     double* __restrict__ weight_partials,
     double* __restrict__ bias_partials) {
   using opmath_t = at::opmath_type<scalar_t>;
-  auto* const x_tile = reinterpret_cast<opmath_t*>(skinny_tile_bytes);
-  __shared__ opmath_t w_shared[kMaxSkinnyOutFeatures * (kMaxSkinnyInFeatures | 1)];
-  __shared__ opmath_t dz_tile[kMaxSkinnyBackwardTileRows * kMaxSkinnyOutFeatures];
+  __shared__ opmath_t w_shared[kMaxSkinnyOutFeatures * kMaxSkinnyInFeatures];
   __shared__ double group_sums[kThreads];
-  const SkinnyTile tile = skinny_backward_tile<opmath_t>(K);
-  load_weight(w, K, M, tile.pitch, w_shared);
+  const SkinnyBackwardTile tile = skinny_backward_tile<scalar_t>(K, M);
+  const auto stage = [&](int64_t j) { return skinny_tile_bytes + (j & 1) * tile.stage_bytes; };
+  auto* const dz_tile = reinterpret_cast<opmath_t*>(skinny_tile_bytes + 2 * tile.stage_bytes);
+  load_weight(w, K, M, w_shared);
   const int weights = M * K;
   const int gradients = weights + M;
   const int groups = gradients <= kThreads ? kThreads / gradients : 1;
@@ -274,53 +301,96 @@ __global__ void linear_sigmoid_skinny_backward_kernel(
       }
     }
   };
+  // The block's j-th tile is the (j % tiles_per_chunk)-th of its (j / tiles_per_chunk)-th chunk; the last chunk's
+  // trailing tiles may be empty, so that every chunk ends at the same j modulo tiles_per_chunk.
   const int64_t num_chunks = (rows + kSkinnyBackwardChunkRows - 1) / kSkinnyBackwardChunkRows;
-  for (int64_t chunk = blockIdx.x; chunk < num_chunks; chunk += gridDim.x) {
-    const int64_t chunk_first = chunk * kSkinnyBackwardChunkRows;
-    const int64_t chunk_end = rows < chunk_first + kSkinnyBackwardChunkRows ? rows : chunk_first +
-        kSkinnyBackwardChunkRows;
-    double sums[kMaxGradientsPerThread] = {};
-    for (int64_t first_row = chunk_first; first_row < chunk_end; first_row += tile.rows) {
-      const int tile_rows = static_cast<int>(chunk_end - first_row < tile.rows ? chunk_end - first_row : tile.rows);
+  const int tiles_per_chunk = static_cast<int>((kSkinnyBackwardChunkRows + tile.rows - 1) / tile.rows);
+  const auto chunk_of = [&](int64_t j) { return blockIdx.x + j / tiles_per_chunk * gridDim.x; };
+  const auto first_row_of = [&](int64_t j) {
+    return chunk_of(j) * kSkinnyBackwardChunkRows + j % tiles_per_chunk * tile.rows;
+  };
+  const auto rows_in = [&](int64_t j) {
+    const int64_t chunk_end = (chunk_of(j) + 1) * kSkinnyBackwardChunkRows;
+    const int64_t left = (rows < chunk_end ? rows : chunk_end) - first_row_of(j);
+    return static_cast<int>(left < 0 ? 0 : left < tile.rows ? left : tile.rows);
+  };
+  // Starts the copies of tile j's x (when the weight gradient needs it), dy and y into its stage, as one commit
+  // group, empty or not (see the forward).
+  const auto fetch = [&](int64_t j) {
+    if (chunk_of(j) < num_chunks) {
+      unsigned char* const dst = stage(j);
+      const int64_t first_row = first_row_of(j);
+      const int tile_rows = rows_in(j);
       if (weight_partials != nullptr) {
-        load_rows(x, ldx, K, first_row, tile_rows, tile.pitch, vector_loads, x_tile);
+        stage_rows(x, ldx, K, first_row, tile_rows, async_loads, reinterpret_cast<scalar_t*>(dst));
       }
-      sigmoid_grad_tile(dy + first_row * M, y + first_row * M, tile_rows * M, vector_loads, dz_tile);
-      __syncthreads();
-      if (dx != nullptr) {
-        for (int o = threadIdx.x; o < tile_rows * K; o += blockDim.x) {
-          const int r = o / K;
-          const int k = o - r * K;
-          opmath_t acc = opmath_t(0);
-          for (int m = 0; m < M; ++m) {
-            acc += dz_tile[r * M + m] * w_shared[m * tile.pitch + k];
-          }
-          dx[first_row * K + o] = static_cast<scalar_t>(acc);
+      stage_span(dy + first_row * M, tile_rows * M, async_loads, reinterpret_cast<scalar_t*>(dst + tile.dy_offset));
+      stage_span(y + first_row * M, tile_rows * M, async_loads, reinterpret_cast<scalar_t*>(dst + tile.y_offset));
+    }
+    __pipeline_commit();
+  };
+  // grad_input's element o = r * K + k of a tile: each thread steps o by blockDim.x, so r and k step by these.
+  const int dx_row_step = K > 0 ? static_cast<int>(blockDim.x) / K : 0;
+  const int dx_column_step = K > 0 ? static_cast<int>(blockDim.x) % K : 0;
+  double sums[kMaxGradientsPerThread] = {};
+  fetch(0);
+  for (int64_t j = 0; chunk_of(j) < num_chunks; ++j) {
+    // The stage being filled was last read in tile j - 1, before its last barrier.
+    fetch(j + 1);
+    __pipeline_wait_prior(1);
+    __syncthreads();
+    const int64_t first_row = first_row_of(j);
+    const int tile_rows = rows_in(j);
+    const auto* const x_tile = reinterpret_cast<const scalar_t*>(stage(j));
+    const auto* const dy_tile = reinterpret_cast<const scalar_t*>(stage(j) + tile.dy_offset);
+    const auto* const y_tile = reinterpret_cast<const scalar_t*>(stage(j) + tile.y_offset);
+    for (int o = threadIdx.x; o < tile_rows * M; o += blockDim.x) {
+      const opmath_t out = static_cast<opmath_t>(y_tile[o]);
+      dz_tile[o] = static_cast<opmath_t>(dy_tile[o]) * (opmath_t(1) - out) * out;
+    }
+    __syncthreads();
+    if (dx != nullptr && K > 0) {
+      int r = threadIdx.x / K;
+      int k = threadIdx.x - r * K;
+      for (int o = threadIdx.x; o < tile_rows * K; o += blockDim.x) {
+        opmath_t acc = opmath_t(0);
+        for (int m = 0; m < M; ++m) {
+          acc += dz_tile[r * M + m] * w_shared[m * K + k];
+        }
+        dx[first_row * K + o] = static_cast<scalar_t>(acc);
+        r += dx_row_step;
+        k += dx_column_step;
+        if (k >= K) {
+          k -= K;
+          ++r;
         }
       }
-      if (group < groups) {
-        for_each_gradient([&](int slot, int e) {
-          if (e < weights) {
-            if (weight_partials != nullptr) {
-              const int m = e / K;
-              const int k = e - m * K;
-              for (int r = group; r < tile_rows; r += groups) {
-                sums[slot] += static_cast<double>(dz_tile[r * M + m]) * static_cast<double>(x_tile[r * tile.pitch + k]);
-              }
-            }
-          } else if (bias_partials != nullptr) {
-            for (int r = group; r < tile_rows; r += groups) {
-              sums[slot] += static_cast<double>(dz_tile[r * M + e - weights]);
-            }
-          }
-        });
-      }
-      // The next tile overwrites the tiles.
-      __syncthreads();
     }
-    if (weight_partials == nullptr && bias_partials == nullptr) {
+    if (group < groups) {
+      for_each_gradient([&](int slot, int e) {
+        if (e < weights) {
+          if (weight_partials != nullptr) {
+            const int m = e / K;
+            const int k = e - m * K;
+            opmath_t tile_sum = opmath_t(0);
+            for (int r = group; r < tile_rows; r += groups) {
+              tile_sum += dz_tile[r * M + m] * static_cast<opmath_t>(x_tile[r * K + k]);
+            }
+            sums[slot] += static_cast<double>(tile_sum);
+          }
+        } else if (bias_partials != nullptr) {
+          for (int r = group; r < tile_rows; r += groups) {
+            sums[slot] += static_cast<double>(dz_tile[r * M + e - weights]);
+          }
+        }
+      });
+    }
+    // The next tile overwrites dz_tile, and the copy after it this stage.
+    __syncthreads();
+    if (j % tiles_per_chunk != tiles_per_chunk - 1 || (weight_partials == nullptr && bias_partials == nullptr)) {
       continue;
     }
+    const int64_t chunk = chunk_of(j);
     if (groups > 1) {
       group_sums[threadIdx.x] = sums[0];
       __syncthreads();
@@ -331,7 +401,7 @@ __global__ void linear_sigmoid_skinny_backward_kernel(
         }
         sums[0] = total;
       }
-      // group_sums is rewritten for the next chunk.
+      // group_sums is rewritten at the next chunk's end.
       __syncthreads();
     }
     if (group == 0) {
@@ -344,6 +414,9 @@ __global__ void linear_sigmoid_skinny_backward_kernel(
           bias_partials[chunk * M + e - weights] = sums[slot];
         }
       });
+    }
+    for (double& sum : sums) {
+      sum = 0.0;
     }
   }
 }
