@@ -314,9 +314,11 @@ linear_sigmoid_backward_cuda(
       num_chunks * column_blocks <= std::numeric_limits<int32_t>::max() &&
           M <= std::numeric_limits<int32_t>::max(),
       "linear_sigmoid_backward: ", N, " rows of ", M, " outputs exceed one CUDA launch");
-  const at::Tensor partial_sums = output_mask[2] ? at::empty({num_chunks, M}, y.options().dtype(at::kDouble))
-                                                 : at::Tensor();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, y.scalar_type(), "linear_sigmoid_backward", [&] {
+    // The chunk sums live in this scope only: freed before the GEMMs allocate their outputs, they never add to the
+    // backward's peak memory, which stays eager's (dz and the gradients).
+    const at::Tensor partial_sums = output_mask[2] ? at::empty({num_chunks, M}, y.options().dtype(at::kDouble))
+                                                   : at::Tensor();
     sigmoid_grad_kernel<scalar_t><<<static_cast<unsigned int>(num_chunks * column_blocks), kThreads, 0, stream>>>(
         dy.const_data_ptr<scalar_t>(),
         y.const_data_ptr<scalar_t>(),
