@@ -69,6 +69,21 @@ def test_non_contiguous_layouts(case, device):
     assert_close_to_reference(linear_sigmoid(x, w, b), reference_linear_sigmoid(x, w, b), torch.float64)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("features", [(3, 2), (30, 1), (8, 3), (32, 8), (64, 8)])
+def test_a_rows_output_does_not_depend_on_its_place_in_the_batch(features, dtype, device):
+    # The skinny kernels sum each row over k in the same order wherever the row falls in their tiles, so slicing a
+    # batch, or running one row alone, gives the same bits for the rows kept. Shifts by odd counts move every row to
+    # another lane, tile and alignment; K = 32 and 64 take the padded 16-byte rows on a GPU.
+    in_features, out_features = features
+    x = make((5003, in_features), dtype, device, 1)
+    w = make((out_features, in_features), dtype, device, 2)
+    b = make((out_features,), dtype, device, 3)
+    whole = linear_sigmoid(x, w, b)
+    for start in (1, 3, 13, 5002):
+        torch.testing.assert_close(linear_sigmoid(x[start:].clone(), w, b), whole[start:], rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("features", [(3, 2), (100, 100)])
 def test_empty_batch(features, device):
     in_features, out_features = features

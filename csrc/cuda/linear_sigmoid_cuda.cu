@@ -26,6 +26,7 @@
 #include <ATen/ops/mm.h>
 #include <ATen/ops/sigmoid.h>
 #include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
@@ -33,6 +34,8 @@
 #include <array>
 #include <cstdint>
 #include <limits>
+#include <map>
+#include <mutex>
 #include <optional>
 #include <tuple>
 #include <vector>
@@ -159,11 +162,25 @@ bool is_16_byte_aligned(const at::Tensor& t) {
   return reinterpret_cast<uintptr_t>(t.const_data_ptr()) % 16 == 0;
 }
 
-// Blocks of a persistent grid: as many blocks of `kernel` as the device holds at once, no more than `wanted`.
-template <typename Kernel>
-int resident_blocks(Kernel kernel, int shared_bytes, int64_t wanted) {
+// Blocks of a persistent grid: as many blocks of `kernel` as the device holds at once, no more than `wanted`. The
+// occupancy query costs host time on every call and its answer depends only on the device, the kernel and its
+// shared memory, so each answer is kept.
+int resident_blocks(const void* kernel, int shared_bytes, int64_t wanted) {
+  static std::mutex mutex;
+  static std::map<std::tuple<c10::DeviceIndex, const void*, int>, int> blocks_per_multiprocessor;
+  const std::tuple key{c10::cuda::current_device(), kernel, shared_bytes};
   int per_multiprocessor = 0;
-  C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_multiprocessor, kernel, kThreads, shared_bytes));
+  {
+    const std::lock_guard<std::mutex> lock(mutex);
+    const auto known = blocks_per_multiprocessor.find(key);
+    if (known != blocks_per_multiprocessor.end()) {
+      per_multiprocessor = known->second;
+    } else {
+      C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_multiprocessor, kernel, kThreads,
+                                                                   shared_bytes));
+      blocks_per_multiprocessor.emplace(key, per_multiprocessor);
+    }
+  }
   const int64_t resident = static_cast<int64_t>(std::max(per_multiprocessor, 1)) *
       at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
   return static_cast<int>(std::max<int64_t>(1, std::min(wanted, resident)));
@@ -193,7 +210,8 @@ at::Tensor linear_sigmoid_cuda(
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "linear_sigmoid_skinny", [&] {
       const SkinnyForwardTile tile = skinny_forward_tile<scalar_t>(static_cast<int>(K), static_cast<int>(M));
       const auto kernel = linear_sigmoid_skinny_kernel<scalar_t>;
-      const int blocks = resident_blocks(kernel, tile.bytes, (N + tile.rows - 1) / tile.rows);
+      const int blocks =
+          resident_blocks(reinterpret_cast<const void*>(kernel), tile.bytes, (N + tile.rows - 1) / tile.rows);
       kernel<<<blocks, kThreads, tile.bytes, stream>>>(
           x.const_data_ptr<scalar_t>(),
           x.stride(0),
@@ -246,7 +264,8 @@ LinearSigmoidGradients skinny_backward(
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, y.scalar_type(), "linear_sigmoid_skinny_backward", [&] {
     const SkinnyBackwardTile tile = skinny_backward_tile<scalar_t>(static_cast<int>(K), static_cast<int>(M));
     const auto kernel = linear_sigmoid_skinny_backward_kernel<scalar_t>;
-    kernel<<<resident_blocks(kernel, tile.bytes, num_chunks), kThreads, tile.bytes, stream>>>(
+    const int blocks = resident_blocks(reinterpret_cast<const void*>(kernel), tile.bytes, num_chunks);
+    kernel<<<blocks, kThreads, tile.bytes, stream>>>(
         dy.const_data_ptr<scalar_t>(),
         y.const_data_ptr<scalar_t>(),
         x.const_data_ptr<scalar_t>(),
@@ -255,7 +274,8 @@ LinearSigmoidGradients skinny_backward(
         N,
         static_cast<int>(K),
         static_cast<int>(M),
-        x.stride(0) == K && is_16_byte_aligned(x) && is_16_byte_aligned(dy) && is_16_byte_aligned(y),
+        x.stride(0) == K && is_16_byte_aligned(x),
+        is_16_byte_aligned(dy) && is_16_byte_aligned(y),
         output_mask[0] ? grad_input.mutable_data_ptr<scalar_t>() : nullptr,
         output_mask[1] ? weight_partials.mutable_data_ptr<double>() : nullptr,
         output_mask[2] ? bias_partials.mutable_data_ptr<double>() : nullptr);

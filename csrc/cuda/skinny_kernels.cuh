@@ -4,8 +4,9 @@
 // no registers and go on through the block's compute, so the memory stays busy with the few blocks a multiprocessor
 // holds; a thread per row reading global memory would instead read x with a stride of K elements. A stage holds the
 // raw bytes of a contiguous span of rows, copied in 16-byte pieces (the tail, and rows that are strided or not
-// 16-byte aligned, element by element). The forward sums a row per thread from shared memory and stages the tile's
-// outputs there too, to write them in 16-byte vectors. Included by linear_sigmoid_cuda.cu alone.
+// 16-byte aligned, element by element). The forward sums a row per thread from shared memory, over k in order (so a
+// row's result does not depend on where it sits in the batch), and stages the tile's outputs there too, to write
+// them in 16-byte vectors. Included by linear_sigmoid_cuda.cu alone.
 #pragma once
 
 #include <ATen/OpMathType.h>
@@ -18,11 +19,13 @@ namespace fused_sigmoid::cuda {
 constexpr int kMaxSkinnyOutFeatures = 8;
 constexpr int kMaxSkinnyInFeatures = 64;
 constexpr int kThreads = 256;
-// Bytes of one stage of inputs (x; and dy and y in the backward). With a stage in flight per block and the four to
-// six blocks a multiprocessor holds, 64 to 96 KiB of loads are in flight per multiprocessor: two to three times
-// what an H200 needs to cover about a microsecond of loaded memory latency (4.2 TB/s over 132 multiprocessors).
+// Bytes of one stage of inputs at most (x; and dy and y in the backward). With a full stage in flight per block and
+// the four to six blocks a multiprocessor holds, 64 to 96 KiB of loads are in flight per multiprocessor: two to
+// three times what an H200 needs to cover about a microsecond of loaded memory latency (4.2 TB/s over 132
+// multiprocessors). The row bounds below leave smaller stages where a row's outputs outweigh its inputs (K = 1 to
+// 4 with M = 8), whose time goes to the stores, or where K and M are both small in the backward.
 constexpr int kSkinnyStageBytes = 16 * 1024;
-// Bytes of the forward's staged outputs.
+// Bytes of the forward's staged outputs: with two full stages, within the 48 KiB a block may take unasked.
 constexpr int kSkinnyOutputBytes = 8 * 1024;
 // Rows a tile may hold: the forward's bound keeps a few rows per thread; the backward's keeps a tile's weight
 // gradient partial sums over few rows per thread.
@@ -54,10 +57,18 @@ __host__ __device__ inline int rows_within(int bytes, int bytes_per_row, int max
   return (fitting < max_rows ? fitting : max_rows) / kTileRowMultiple * kTileRowMultiple;
 }
 
-// The forward's tile: its rows, one stage's bytes (rows x K), and the dynamic shared memory of two stages and the
-// staged outputs (rows x M), every part 16-byte aligned.
+// The forward's tile: its rows; the elements from one staged row of x to the next (pitch); whether the rows are
+// whole 16-byte pieces (vector_rows), read as such; one stage's bytes; and the dynamic shared memory of two stages
+// and the staged outputs (rows x M), every part 16-byte aligned.
+//
+// A thread sums a row over k in order, so a warp's lanes read rows `pitch` elements apart at once. Rows of whole
+// 16-byte pieces (K = 32 or 64 in float32 would otherwise put every lane's row in one bank) are read a piece at a
+// time, and their pitch is an odd number of pieces: the 8 lanes that share a shared-memory cycle then read 8
+// different 4-bank groups. Other rows stay packed (pitch K), where lanes collide at most two to a bank.
 struct SkinnyForwardTile {
   int rows;
+  int pitch;
+  bool vector_rows;
   int stage_bytes;
   int bytes;
 };
@@ -65,11 +76,15 @@ struct SkinnyForwardTile {
 template <typename scalar_t>
 __host__ __device__ inline SkinnyForwardTile skinny_forward_tile(int K, int M) {
   constexpr int kElement = sizeof(scalar_t);
-  const int by_inputs = rows_within(kSkinnyStageBytes, (K > 0 ? K : 1) * kElement, kMaxSkinnyForwardTileRows);
+  const int row_bytes = K * kElement;
+  const bool vector_rows = K > 0 && row_bytes % 16 == 0;
+  const int pitch_bytes = vector_rows && row_bytes / 16 % 2 == 0 ? row_bytes + 16 : row_bytes;
+  const int by_inputs = rows_within(kSkinnyStageBytes, pitch_bytes > 0 ? pitch_bytes : 1, kMaxSkinnyForwardTileRows);
   const int by_outputs = rows_within(kSkinnyOutputBytes, M * kElement, kMaxSkinnyForwardTileRows);
   const int rows = by_inputs < by_outputs ? by_inputs : by_outputs;
-  const int stage_bytes = round_up_to_16(rows * K * kElement);
-  return {rows, stage_bytes, 2 * stage_bytes + round_up_to_16(rows * M * kElement)};
+  const int stage_bytes = round_up_to_16(rows * pitch_bytes);
+  const int output_bytes = round_up_to_16(rows * M * kElement);
+  return {rows, pitch_bytes / kElement, vector_rows, stage_bytes, 2 * stage_bytes + output_bytes};
 }
 
 // The backward's tile: its rows, where dy and y start in a stage (x first), one stage's bytes, and the dynamic
@@ -116,17 +131,40 @@ __device__ inline void stage_span(const scalar_t* __restrict__ src, int count, b
   }
 }
 
-// Rows [first_row, first_row + tile_rows) of x, whose rows are ldx elements apart, into dst with rows K apart.
+// Rows [first_row, first_row + tile_rows) of x, whose rows are ldx elements apart, into dst with rows `pitch`
+// elements apart (pitch >= K). With `async` (ldx == K, x 16-byte aligned, and rows of whole 16-byte pieces where
+// pitch > K) by cp.async as stage_span does; otherwise element by element.
 template <typename scalar_t>
 __device__ inline void stage_rows(const scalar_t* __restrict__ x, int64_t ldx, int K, int64_t first_row,
-                                  int tile_rows, bool async, scalar_t* dst) {
-  if (ldx == K) {
+                                  int tile_rows, int pitch, bool async, scalar_t* dst) {
+  if (pitch == K && ldx == K) {
     stage_span(x + first_row * K, tile_rows * K, async, dst);
+    return;
+  }
+  if (async) {
+    // Each piece to its row's place; a thread's piece index steps by blockDim.x, so its row and place in the row
+    // step by these, without a division per piece.
+    constexpr int kPieceElements = 16 / sizeof(scalar_t);
+    const int row_pieces = K / kPieceElements;
+    const int row_step = static_cast<int>(blockDim.x) / row_pieces;
+    const int piece_step = static_cast<int>(blockDim.x) % row_pieces;
+    int r = threadIdx.x / row_pieces;
+    int piece = threadIdx.x - r * row_pieces;
+    for (int i = threadIdx.x; i < tile_rows * row_pieces; i += blockDim.x) {
+      __pipeline_memcpy_async(dst + r * pitch + piece * kPieceElements,
+                              x + (first_row + r) * K + piece * kPieceElements, 16);
+      r += row_step;
+      piece += piece_step;
+      if (piece >= row_pieces) {
+        piece -= row_pieces;
+        ++r;
+      }
+    }
     return;
   }
   for (int e = threadIdx.x; e < tile_rows * K; e += blockDim.x) {
     const int r = e / K;
-    dst[e] = x[(first_row + r) * ldx + e - r * K];
+    dst[r * pitch + e - r * K] = x[(first_row + r) * ldx + e - r * K];
   }
 }
 
@@ -156,25 +194,12 @@ __device__ inline void load_weight(const scalar_t* __restrict__ w, int K, int M,
   }
 }
 
-// The k at which this thread starts summing each of its rows (then k + 1, ..., K - 1, 0, ...). A warp's lanes read
-// rows K elements apart; where K * sizeof(scalar_t) shares a large power of two with the 128 bytes the 32 banks span
-// (K = 32 or 64 in float32 put every lane's row in one bank), lanes whose rows start in the same bank start that
-// many bytes apart within their rows, so that their reads spread over the banks. The order of each row's sum is
-// thus fixed by the shape, as the rows' places in the tiles are.
+// 16 bytes of scalar_t, read from shared memory by one instruction.
 template <typename scalar_t>
-__device__ inline int first_k_of_lane(int K) {
-  if (K == 0) {
-    return 0;
-  }
-  int common = K * static_cast<int>(sizeof(scalar_t));
-  for (int other = 128; other != 0;) {
-    const int remainder = common % other;
-    common = other;
-    other = remainder;
-  }
-  const int spread = common / static_cast<int>(sizeof(scalar_t));
-  return static_cast<int>(threadIdx.x % 32) * spread / 32;
-}
+struct alignas(16) Vector16 {
+  static constexpr int kSize = 16 / sizeof(scalar_t);
+  scalar_t values[kSize];
+};
 
 // async_loads: x's rows are contiguous (ldx == K) and x is 16-byte aligned; vector_stores: y is 16-byte aligned.
 template <typename scalar_t>
@@ -209,11 +234,10 @@ __global__ void __launch_bounds__(kThreads) linear_sigmoid_skinny_kernel(
   // iteration's wait below leaves exactly the next tile's group in flight.
   const auto fetch = [&](int64_t t, scalar_t* dst) {
     if (t < num_tiles) {
-      stage_rows(x, ldx, K, t * tile.rows, rows_in(t), async_loads, dst);
+      stage_rows(x, ldx, K, t * tile.rows, rows_in(t), tile.pitch, async_loads, dst);
     }
     __pipeline_commit();
   };
-  const int first_k = first_k_of_lane<scalar_t>(K);
   fetch(blockIdx.x, stage(0));
   int64_t j = 0;
   for (int64_t t = blockIdx.x; t < num_tiles; t += gridDim.x, ++j) {
@@ -223,20 +247,31 @@ __global__ void __launch_bounds__(kThreads) linear_sigmoid_skinny_kernel(
     __syncthreads();
     const scalar_t* const x_tile = stage(j);
     const int tile_rows = rows_in(t);
-    // A thread per row, its M sums in registers; the weight's elements are read as the rotation of k allows.
+    // A thread per row, its M sums in registers, k in order; every lane reads the same weight element (a broadcast).
     for (int r = threadIdx.x; r < tile_rows; r += blockDim.x) {
-      const scalar_t* const xr = x_tile + r * K;
+      const scalar_t* const xr = x_tile + r * tile.pitch;
       opmath_t acc[kMaxSkinnyOutFeatures] = {};
-      int k = first_k;
-      for (int i = 0; i < K; ++i) {
-        const opmath_t xk = static_cast<opmath_t>(xr[k]);
+      const auto add = [&](int k, scalar_t x_k) {
 #pragma unroll
         for (int m = 0; m < kMaxSkinnyOutFeatures; ++m) {
           if (m < M) {
-            acc[m] += xk * w_shared[m * K + k];
+            acc[m] += static_cast<opmath_t>(x_k) * w_shared[m * K + k];
           }
         }
-        k = k + 1 == K ? 0 : k + 1;
+      };
+      if (tile.vector_rows) {
+        constexpr int kSize = Vector16<scalar_t>::kSize;
+        for (int v = 0; v < K / kSize; ++v) {
+          const Vector16<scalar_t> piece = reinterpret_cast<const Vector16<scalar_t>*>(xr)[v];
+#pragma unroll
+          for (int i = 0; i < kSize; ++i) {
+            add(v * kSize + i, piece.values[i]);
+          }
+        }
+      } else {
+        for (int k = 0; k < K; ++k) {
+          add(k, xr[k]);
+        }
       }
 #pragma unroll
       for (int m = 0; m < kMaxSkinnyOutFeatures; ++m) {
@@ -260,10 +295,11 @@ __global__ void __launch_bounds__(kThreads) linear_sigmoid_skinny_kernel(
 // owns up to kMaxGradientsPerThread elements over all rows. A weight element's sum over a tile's rows is kept in
 // opmath and added to the chunk's in double (a float to double conversion per row would cost more than the sum);
 // the bias sums every dz in double, so that the bias gradient is the rounded exact sum. dx, weight_partials and
-// bias_partials are null when not asked for; the partials are (chunks, M * K) and (chunks, M). async_loads: x's
-// rows are contiguous and x, dy and y are 16-byte aligned. Asking for six blocks a multiprocessor holds the
-// registers to 40 a thread (64 otherwise: four blocks, fewer copies in flight); nothing spills on sm_90, and only
-// 12 bytes of float64's on sm_80.
+// bias_partials are null when not asked for; the partials are (chunks, M * K) and (chunks, M). x_async: x's rows
+// are contiguous and x is 16-byte aligned; grad_async: dy and y are 16-byte aligned. Asking for six blocks a
+// multiprocessor holds the registers to 40 a thread (64 otherwise: four blocks); on H100 and H200 shared memory
+// then admits six for most shapes, 3 -> 2 and 30 -> 1 in float32 among them. Nothing spills on sm_90, and 12
+// bytes of float64's on sm_80.
 template <typename scalar_t>
 __global__ void __launch_bounds__(kThreads, 6) linear_sigmoid_skinny_backward_kernel(
     const scalar_t* __restrict__ dy,
@@ -274,7 +310,8 @@ __global__ void __launch_bounds__(kThreads, 6) linear_sigmoid_skinny_backward_ke
     int64_t rows,
     int K,
     int M,
-    bool async_loads,
+    bool x_async,
+    bool grad_async,
     scalar_t* __restrict__ dx,
     double* __restrict__ weight_partials,
     double* __restrict__ bias_partials) {
@@ -317,15 +354,15 @@ __global__ void __launch_bounds__(kThreads, 6) linear_sigmoid_skinny_backward_ke
   // Starts the copies of tile j's x (when the weight gradient needs it), dy and y into its stage, as one commit
   // group, empty or not (see the forward).
   const auto fetch = [&](int64_t j) {
-    if (chunk_of(j) < num_chunks) {
+    const int tile_rows = chunk_of(j) < num_chunks ? rows_in(j) : 0;
+    if (tile_rows > 0) {
       unsigned char* const dst = stage(j);
       const int64_t first_row = first_row_of(j);
-      const int tile_rows = rows_in(j);
       if (weight_partials != nullptr) {
-        stage_rows(x, ldx, K, first_row, tile_rows, async_loads, reinterpret_cast<scalar_t*>(dst));
+        stage_rows(x, ldx, K, first_row, tile_rows, K, x_async, reinterpret_cast<scalar_t*>(dst));
       }
-      stage_span(dy + first_row * M, tile_rows * M, async_loads, reinterpret_cast<scalar_t*>(dst + tile.dy_offset));
-      stage_span(y + first_row * M, tile_rows * M, async_loads, reinterpret_cast<scalar_t*>(dst + tile.y_offset));
+      stage_span(dy + first_row * M, tile_rows * M, grad_async, reinterpret_cast<scalar_t*>(dst + tile.dy_offset));
+      stage_span(y + first_row * M, tile_rows * M, grad_async, reinterpret_cast<scalar_t*>(dst + tile.y_offset));
     }
     __pipeline_commit();
   };
