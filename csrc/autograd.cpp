@@ -68,6 +68,17 @@ at::Tensor linear_sigmoid_autograd(
     const at::Tensor& input,
     const at::Tensor& weight,
     const std::optional<at::Tensor>& bias) {
+  // With nothing to differentiate (inference, or no argument that needs a gradient, and no forward-mode tangent,
+  // which no_grad does not turn off) no node is recorded, so none is built: Function::apply would make one, and its
+  // context, on every call, a good part of a one-row call's time.
+  const auto differentiated = [](const at::Tensor& t) {
+    return (at::GradMode::is_enabled() && t.requires_grad()) || t._fw_grad(/*level=*/0).defined();
+  };
+  const bool bias_differentiated = bias.has_value() && bias->defined() && differentiated(*bias);
+  if (!differentiated(input) && !differentiated(weight) && !bias_differentiated) {
+    const at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return call_linear_sigmoid(input, weight, bias);
+  }
   return LinearSigmoid::apply(input, weight, bias);
 }
 

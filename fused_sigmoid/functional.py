@@ -81,17 +81,27 @@ def linear_sigmoid(
         >>> linear_sigmoid(torch.tensor([[0.5, -0.2, 3.0]]), torch.ones(2, 3), torch.zeros(2))
         tensor([[0.9644, 0.9644]])
     """
+    try:
+        return _forward_op(input, weight, bias)
+    except (TypeError, RuntimeError, NotImplementedError):
+        # Checked only once the op refuses the arguments, so that a valid call (a one-row one takes a few
+        # microseconds) pays nothing for it: the dispatcher's own errors for these cases do not name the argument.
+        _raise_for_unsupported_arguments(input, weight, bias)
+        raise
+
+
+def _raise_for_unsupported_arguments(input: Any, weight: Any, bias: Any) -> None:
+    """Raises what linear_sigmoid users should read for an argument that is no tensor, or no dense one."""
     for name, value in (("input", input), ("weight", weight)):
         if not isinstance(value, torch.Tensor):
-            raise TypeError(f"linear_sigmoid: expected {name} to be a Tensor, but got {type(value).__name__}")
+            message = f"linear_sigmoid: expected {name} to be a Tensor, but got {type(value).__name__}"
+            raise TypeError(message) from None
     if bias is not None and not isinstance(bias, torch.Tensor):
-        raise TypeError(f"linear_sigmoid: expected bias to be a Tensor or None, but got {type(bias).__name__}")
-    # The op has kernels for dense tensors only; for a sparse one the dispatcher's own error would not say which
-    # argument it is.
+        message = f"linear_sigmoid: expected bias to be a Tensor or None, but got {type(bias).__name__}"
+        raise TypeError(message) from None
+    # The op has kernels for dense tensors only.
     for name, value in (("input", input), ("weight", weight), ("bias", bias)):
         if value is not None and value.layout != torch.strided:
             raise RuntimeError(
                 f"linear_sigmoid: expected {name} to be a dense (strided) tensor, but got {value.layout}"
-            )
-    # The op is differentiable by itself (its autograd is C++, csrc/autograd.cpp), so no Python autograd layer.
-    return _forward_op(input, weight, bias)
+            ) from None
