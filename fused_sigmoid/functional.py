@@ -3,8 +3,9 @@
 from typing import Any, Optional
 
 import torch
+import torch.autograd.forward_ad as forward_ad
 
-from fused_sigmoid import _extension, _fake  # noqa: F401  (registers the ops and their fake kernels)
+from fused_sigmoid import _extension, _fake, _vmap  # noqa: F401  (registers the ops, fake kernels, batching rule)
 
 _forward_op = torch.ops.fused_sigmoid.linear_sigmoid
 _backward_op = torch.ops.fused_sigmoid.linear_sigmoid_backward
@@ -36,6 +37,9 @@ class LinearSigmoidFunction(torch.autograd.Function):
     Saves input, weight and the output ``y`` (never the pre-activation): ``dz = dy * y * (1 - y)``,
     ``grad_input = dz @ weight``, ``grad_weight = dz.T @ input``, ``grad_bias = dz.sum(0)``, each computed only
     when ``ctx.needs_input_grad`` asks for it. Modifying the output in place before backward raises, as in eager.
+    Forward-mode AD uses ``jvp``: ``dy = (dx @ weight.T + input @ dweight.T + dbias) * y * (1 - y)``; under
+    ``torch.func.vmap`` forward, backward and jvp run op by op (``generate_vmap_rule``). ``linear_sigmoid`` takes
+    this path inside ``torch.func`` transforms and forward-AD levels, which its C++ autograd cannot serve.
 
     Example::
 
@@ -45,6 +49,8 @@ class LinearSigmoidFunction(torch.autograd.Function):
         True
     """
 
+    generate_vmap_rule = True
+
     @staticmethod
     def forward(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
         return _forward_op(input, weight, bias)
@@ -53,6 +59,24 @@ class LinearSigmoidFunction(torch.autograd.Function):
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
         input, weight, _ = inputs
         ctx.save_for_backward(input, weight, output)
+        ctx.save_for_forward(input, weight, output)
+
+    @staticmethod
+    def jvp(
+        ctx: Any,
+        input_tangent: Optional[torch.Tensor],
+        weight_tangent: Optional[torch.Tensor],
+        bias_tangent: Optional[torch.Tensor],
+    ) -> torch.Tensor:
+        input, weight, output = ctx.saved_tensors
+        tangent_z = torch.zeros_like(output)
+        if input_tangent is not None:
+            tangent_z = tangent_z + torch.nn.functional.linear(input_tangent, weight)
+        if weight_tangent is not None:
+            tangent_z = tangent_z + torch.nn.functional.linear(input, weight_tangent)
+        if bias_tangent is not None:
+            tangent_z = tangent_z + bias_tangent
+        return tangent_z * output * (1 - output)
 
     @staticmethod
     def backward(ctx: Any, grad_output: torch.Tensor):
@@ -84,8 +108,12 @@ def linear_sigmoid(
     try:
         return _forward_op(input, weight, bias)
     except (TypeError, RuntimeError, NotImplementedError):
-        # Checked only once the op refuses the arguments, so that a valid call (a one-row one takes a few
-        # microseconds) pays nothing for it: the dispatcher's own errors for these cases do not name the argument.
+        # The op's autograd is C++, which torch.func transforms refuse and which has no jvp: there, and only once
+        # the op has refused, the Python Function serves. Likewise arguments are checked only once the op refuses
+        # them, so that a valid call (a one-row one takes a few microseconds) pays nothing for either: the
+        # dispatcher's own errors for these cases do not name the argument.
+        if torch._C._functorch.peek_interpreter_stack() is not None or forward_ad._current_level >= 0:
+            return LinearSigmoidFunction.apply(input, weight, bias)
         _raise_for_unsupported_arguments(input, weight, bias)
         raise
 
