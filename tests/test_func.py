@@ -1,6 +1,8 @@
 """torch.func transforms (grad, jacrev, jacfwd, hessian, jvp, vmap, per-sample gradients) and forward-mode AD
 through linear_sigmoid and the module, against the same transforms of eager PyTorch, in float64."""
 
+from contextlib import contextmanager
+
 import pytest
 import torch
 import torch.autograd.forward_ad as forward_ad
@@ -13,6 +15,17 @@ def operands(device, leading=(5,), in_features=3, out_features=2):
     generator = torch.Generator().manual_seed(0)
     shapes = ((*leading, in_features), (out_features, in_features), (out_features,))
     return [torch.randn(shape, generator=generator, dtype=torch.float64).to(device) for shape in shapes]
+
+
+@contextmanager
+def without_vmap_fallback():
+    """functorch's fallback for ops without a batching rule (one call per element, with a warning) switched off:
+    such an op raises instead, so what runs inside is batched throughout."""
+    torch._C._functorch._set_vmap_fallback_enabled(False)
+    try:
+        yield
+    finally:
+        torch._C._functorch._set_vmap_fallback_enabled(True)
 
 
 TRANSFORMS = {
@@ -29,8 +42,10 @@ TRANSFORMS = {
 
 @pytest.mark.parametrize("transform", list(TRANSFORMS))
 def test_transforms_agree_with_eager(transform, device):
+    # jacrev, hessian and per-sample gradients vmap over the backward: it too must run batched.
     x, w, b = operands(device)
-    ours = TRANSFORMS[transform](linear_sigmoid, x, w, b)
+    with without_vmap_fallback():
+        ours = TRANSFORMS[transform](linear_sigmoid, x, w, b)
     eager = TRANSFORMS[transform](reference_linear_sigmoid, x, w, b)
     torch.testing.assert_close(ours, eager)
 
@@ -41,17 +56,14 @@ IN_DIMS = [(0, None, None), (1, None, None), (None, 0, None), (None, None, 0), (
 
 @pytest.mark.parametrize("in_dims", IN_DIMS, ids=str)
 def test_vmap_has_a_batching_rule(in_dims, device):
-    # Without a rule vmap would run the op once per element (functorch's fallback, with a warning); with the
-    # fallback switched off such an op raises, so this passes only through the rule, which must give eager's results.
+    # Without a rule vmap would run the op once per element; with the fallback off this passes only through the rule,
+    # which must give eager's results.
     x, w, b = operands(device, leading=(4,))
     batch = 6
     batched = [torch.stack([t * (1 + i / batch) for i in range(batch)], dim) if dim is not None else t
                for t, dim in zip((x, w, b), in_dims)]
-    torch._C._functorch._set_vmap_fallback_enabled(False)
-    try:
+    with without_vmap_fallback():
         ours = vmap(linear_sigmoid, in_dims=in_dims)(*batched)
-    finally:
-        torch._C._functorch._set_vmap_fallback_enabled(True)
     torch.testing.assert_close(ours, vmap(reference_linear_sigmoid, in_dims=in_dims)(*batched))
 
 
@@ -67,7 +79,8 @@ def test_per_sample_gradients_of_the_module(device):
         loss = lambda params, row: forward(functional_call(module, params, (row,))).sum()  # noqa: E731
         return vmap(grad(loss), in_dims=(None, 0))(params, x)
 
-    ours = per_sample(layer, lambda out: out)
+    with without_vmap_fallback():
+        ours = per_sample(layer, lambda out: out)
     eager = per_sample(linear, torch.sigmoid)
     for name in ("weight", "bias"):
         assert ours[name].shape == (7, *getattr(layer, name).shape)
