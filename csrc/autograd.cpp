@@ -43,8 +43,11 @@ class LinearSigmoid : public torch::autograd::Function<LinearSigmoid> {
     const bool has_bias = ctx->saved_data["has_bias"].toBool();
     const std::array<bool, 3> needs = {
         ctx->needs_input_grad(0), ctx->needs_input_grad(1), has_bias && ctx->needs_input_grad(2)};
-    if (at::GradMode::is_enabled()) {
-      // create_graph=True: differentiable ops, through which double backward reaches the fused op again.
+    // create_graph=True needs differentiable ops, through which double backward reaches the fused op again. A
+    // batched gradient (autograd.grad's is_grads_batched, which vectorised Jacobians and gradcheck's batched checks
+    // use) takes them too: they all have batching rules, where the backward op's optional outputs leave legacy
+    // vmap no fallback.
+    if (at::GradMode::is_enabled() || grad_outputs[0].key_set().has(c10::DispatchKey::Batched)) {
       const at::Tensor grad_z = grad_output * (1 - output) * output;
       // The row count comes from rows_of: reshape(-1, ...) cannot infer it when a feature count is 0.
       const at::Tensor x_rows = rows_of(input, weight.size(1));
@@ -79,6 +82,12 @@ at::Tensor linear_sigmoid_autograd(
     const at::AutoDispatchBelowADInplaceOrView below_autograd;
     return call_linear_sigmoid(input, weight, bias);
   }
+  // Function::apply would compute the forward before finding it has no jvp; refuse first.
+  const auto has_tangent = [](const at::Tensor& t) { return t._fw_grad(/*level=*/0).defined(); };
+  TORCH_CHECK_NOT_IMPLEMENTED(
+      !has_tangent(input) && !has_tangent(weight) && !(bias.has_value() && bias->defined() && has_tangent(*bias)),
+      "linear_sigmoid: this op has no forward-mode derivative of its own; call fused_sigmoid.linear_sigmoid, which "
+      "serves forward-mode AD and torch.func transforms");
   return LinearSigmoid::apply(input, weight, bias);
 }
 

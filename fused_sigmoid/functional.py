@@ -31,15 +31,21 @@ def _differentiable_backward(
     return grad_input, grad_weight, grad_bias
 
 
+def _in_output_dtype(*tensors: Optional[torch.Tensor]) -> tuple[Optional[torch.Tensor], ...]:
+    """``tensors`` with the last one's dtype: under autocast the op ran in a lower precision than its arguments'."""
+    dtype = tensors[-1].dtype
+    return tuple(t.to(dtype) if t is not None and t.dtype != dtype else t for t in tensors)
+
+
 class LinearSigmoidFunction(torch.autograd.Function):
     """``sigmoid(input @ weight.T + bias)`` with a hand-written backward.
 
     Saves input, weight and the output ``y`` (never the pre-activation): ``dz = dy * y * (1 - y)``,
     ``grad_input = dz @ weight``, ``grad_weight = dz.T @ input``, ``grad_bias = dz.sum(0)``, each computed only
     when ``ctx.needs_input_grad`` asks for it. Modifying the output in place before backward raises, as in eager.
-    Forward-mode AD uses ``jvp``: ``dy = (dx @ weight.T + input @ dweight.T + dbias) * y * (1 - y)``; under
-    ``torch.func.vmap`` forward, backward and jvp run op by op (``generate_vmap_rule``). ``linear_sigmoid`` takes
-    this path inside ``torch.func`` transforms and forward-AD levels, which its C++ autograd cannot serve.
+    Under ``torch.func.vmap`` forward and backward run op by op (``generate_vmap_rule``). Under autocast the op runs
+    in the autocast dtype; the backward then works in the output's dtype, as eager's casts make ``F.linear``'s do.
+    Forward-mode AD is ``linear_sigmoid``'s (a jvp here would keep torch.compile from tracing this Function).
 
     Example::
 
@@ -59,7 +65,29 @@ class LinearSigmoidFunction(torch.autograd.Function):
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
         input, weight, _ = inputs
         ctx.save_for_backward(input, weight, output)
-        ctx.save_for_forward(input, weight, output)
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: torch.Tensor):
+        # Autograd casts each gradient back to its input's dtype.
+        input, weight, output = _in_output_dtype(*ctx.saved_tensors)
+        needs = tuple(ctx.needs_input_grad)
+        # As in csrc/autograd.cpp: differentiable ops for create_graph=True and for batched gradients (which
+        # torch.compile never passes; it cannot trace the check).
+        batched = not torch.compiler.is_compiling() and torch._C._functorch.is_legacy_batchedtensor(grad_output)
+        if torch.is_grad_enabled() or batched:
+            return _differentiable_backward(grad_output, output, input, weight, needs)
+        return _backward_op(grad_output, output, input, weight, list(needs))
+
+
+class _LinearSigmoidWithJvp(LinearSigmoidFunction):
+    """LinearSigmoidFunction with a forward-mode derivative, ``dy = (dx @ weight.T + input @ dweight.T + dbias) * y *
+    (1 - y)``, for ``linear_sigmoid`` inside torch.func transforms and forward-AD levels, which the op's C++
+    autograd cannot serve."""
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
+        LinearSigmoidFunction.setup_context(ctx, inputs, output)
+        ctx.save_for_forward(inputs[0], inputs[1], output)
 
     @staticmethod
     def jvp(
@@ -68,7 +96,9 @@ class LinearSigmoidFunction(torch.autograd.Function):
         weight_tangent: Optional[torch.Tensor],
         bias_tangent: Optional[torch.Tensor],
     ) -> torch.Tensor:
-        input, weight, output = ctx.saved_tensors
+        input, weight, output = _in_output_dtype(*ctx.saved_tensors)
+        input_tangent, weight_tangent, bias_tangent = _in_output_dtype(input_tangent, weight_tangent, bias_tangent,
+                                                                       output)[:3]
         tangent_z = torch.zeros_like(output)
         if input_tangent is not None:
             tangent_z = tangent_z + torch.nn.functional.linear(input_tangent, weight)
@@ -77,14 +107,6 @@ class LinearSigmoidFunction(torch.autograd.Function):
         if bias_tangent is not None:
             tangent_z = tangent_z + bias_tangent
         return tangent_z * output * (1 - output)
-
-    @staticmethod
-    def backward(ctx: Any, grad_output: torch.Tensor):
-        input, weight, output = ctx.saved_tensors
-        needs = tuple(ctx.needs_input_grad)
-        if torch.is_grad_enabled():
-            return _differentiable_backward(grad_output, output, input, weight, needs)
-        return _backward_op(grad_output, output, input, weight, list(needs))
 
 
 def linear_sigmoid(
@@ -108,14 +130,14 @@ def linear_sigmoid(
     try:
         return _forward_op(input, weight, bias)
     except (TypeError, RuntimeError, NotImplementedError):
-        # The op's autograd is C++, which torch.func transforms refuse and which has no jvp: there, and only once
-        # the op has refused, the Python Function serves. Likewise arguments are checked only once the op refuses
-        # them, so that a valid call (a one-row one takes a few microseconds) pays nothing for either: the
-        # dispatcher's own errors for these cases do not name the argument.
-        if torch._C._functorch.peek_interpreter_stack() is not None or forward_ad._current_level >= 0:
-            return LinearSigmoidFunction.apply(input, weight, bias)
+        # Arguments are checked only once the op refuses them, so that a valid call (a one-row one takes a few
+        # microseconds) pays nothing for it: the dispatcher's own errors for these cases do not name the argument.
         _raise_for_unsupported_arguments(input, weight, bias)
-        raise
+        if torch._C._functorch.peek_interpreter_stack() is None and forward_ad._current_level < 0:
+            raise
+    # The op's autograd is C++, which refuses torch.func transforms and forward-mode tangents before computing
+    # anything; there the Python Function serves (outside the except block, so that its own errors stand alone).
+    return _LinearSigmoidWithJvp.apply(input, weight, bias)
 
 
 def _raise_for_unsupported_arguments(input: Any, weight: Any, bias: Any) -> None:

@@ -4,7 +4,7 @@ eager PyTorch in forward and gradients."""
 import pytest
 import torch
 
-from fused_sigmoid import FusedLinearSigmoid, linear_sigmoid, reference_linear_sigmoid
+from fused_sigmoid import FusedLinearSigmoid, LinearSigmoidFunction, linear_sigmoid, reference_linear_sigmoid
 
 
 @pytest.fixture(autouse=True)
@@ -39,3 +39,16 @@ def test_compiled_functional_in_a_larger_function(device):
     x, w, b = torch.randn(8, 4, device=device), torch.randn(3, 4, device=device), torch.randn(3, device=device)
     compiled = torch.compile(head, fullgraph=True)
     torch.testing.assert_close(compiled(x, w, b), reference_linear_sigmoid(torch.relu(x), w, b).sum(-1))
+
+
+def test_compiled_python_function_traces_forward_and_backward(device):
+    # LinearSigmoidFunction, the Python entry point: Dynamo traces its forward and backward into one graph.
+    x = torch.randn(6, 4, device=device, requires_grad=True)
+    w = torch.randn(3, 4, device=device, requires_grad=True)
+    b = torch.randn(3, device=device, requires_grad=True)
+    compiled = torch.compile(lambda x, w, b: LinearSigmoidFunction.apply(x, w, b).square().sum(), fullgraph=True,
+                             backend="aot_eager")
+    ours = torch.autograd.grad(compiled(x, w, b), (x, w, b))
+    eager = torch.autograd.grad(reference_linear_sigmoid(x, w, b).square().sum(), (x, w, b))
+    for a, e in zip(ours, eager):
+        torch.testing.assert_close(a, e)
