@@ -13,6 +13,7 @@
 // rounded once, as on the CPU. Everything runs on the current stream of the input's device, with int64 indexing.
 #include "../checks.h"
 #include "../rows.h"
+#include "alignment.h"
 #include "gemm_sigmoid.h"
 #include "skinny_kernels.cuh"
 
@@ -155,11 +156,6 @@ at::Tensor sum_chunks(const at::Tensor& partial_sums, at::IntArrayRef shape, con
       partial_sums.const_data_ptr<double>(), partial_sums.size(0), columns, totals.mutable_data_ptr<scalar_t>());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return totals;
-}
-
-// Whether the skinny kernels may move t in 16-byte pieces (tiles start at multiples of kTileRowMultiple rows).
-bool is_16_byte_aligned(const at::Tensor& t) {
-  return reinterpret_cast<uintptr_t>(t.const_data_ptr()) % 16 == 0;
 }
 
 // Blocks of a persistent grid: as many blocks of `kernel` as the device holds at once, no more than `wanted`. The

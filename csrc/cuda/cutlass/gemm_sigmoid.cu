@@ -7,6 +7,7 @@
 // call then uses it); float32 without TF32 and float64 stay on cuBLAS. The kernels here are CUTLASS's Ampere
 // (sm_80) GEMMs, which also run on Hopper; gemm_sigmoid_hopper.cu holds Hopper's own, taken where
 // FUSED_SIGMOID_CUTLASS_HOPPER=1 asks for them.
+#include "../alignment.h"
 #include "../gemm_sigmoid.h"
 #include "eager_sigmoid.h"
 #include "gemm_sigmoid_hopper.h"
@@ -117,11 +118,9 @@ using GemmSigmoidTF32 = GemmSigmoid<float, 16, cutlass::gemm::GemmShape<16, 8, 8
 bool aligned_for_vectors(const at::Tensor& x, const at::Tensor& w, const std::optional<at::Tensor>& b,
                          const at::Tensor& y) {
   const int64_t per_vector = 16 / x.element_size();
-  const auto on_16_bytes = [](const at::Tensor& t) {
-    return reinterpret_cast<std::uintptr_t>(t.const_data_ptr()) % 16 == 0;
-  };
   return x.stride(0) % per_vector == 0 && w.size(1) % per_vector == 0 && y.size(1) % per_vector == 0 &&
-      on_16_bytes(x) && on_16_bytes(w) && on_16_bytes(y) && (!b.has_value() || on_16_bytes(*b));
+      is_16_byte_aligned(x) && is_16_byte_aligned(w) && is_16_byte_aligned(y) &&
+      (!b.has_value() || is_16_byte_aligned(*b));
 }
 
 // Whether eager's float32 matmul on CUDA may use TF32 here: the setting ATen's cuBLAS calls read (torch 2.10's
