@@ -1,5 +1,5 @@
-"""Shared test helpers: the devices to run on, tolerances, the reduced-precision error rule, and the `slow` marker
-(those tests run only with --run-slow)."""
+"""Shared test helpers: the devices to run on, seeded leaves, tolerances, the reduced-precision error rule, and the
+`slow` marker (those tests run only with --run-slow)."""
 
 import pytest
 import torch
@@ -14,6 +14,19 @@ cuda_ready = torch.cuda.is_available() and fused_sigmoid.has_cuda_kernels()
 @pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not cuda_ready, reason=CUDA_REASON))])
 def device(request):
     return request.param
+
+
+def leaves(leading, in_features, out_features, dtype, device, with_bias=True, seed=0):
+    """Seeded (input, weight, bias) leaves that require grad: input (*leading, in_features); bias None without it."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def leaf(*shape):
+        return torch.randn(shape, generator=generator, dtype=dtype).to(device).requires_grad_()
+
+    x = leaf(*leading, in_features)
+    w = leaf(out_features, in_features)
+    b = leaf(out_features) if with_bias else None
+    return x, w, b
 
 
 # Tolerances for comparing against eager PyTorch in the same dtype: our accumulation order differs from BLAS's.

@@ -3,23 +3,11 @@
 import pytest
 import torch
 
-from conftest import assert_close_to_reference, assert_forward_matches_eager, assert_within_twice_eager_error
+from conftest import assert_close_to_reference, assert_forward_matches_eager, assert_within_twice_eager_error, leaves
 from fused_sigmoid import LinearSigmoidFunction, linear_sigmoid, reference_linear_sigmoid
 
 CASES = [((), 3, 2), ((5,), 3, 2), ((4, 6), 17, 1), ((2, 3, 4), 33, 5), ((70,), 65, 2), ((30,), 20, 12), ((9,), 16, 33),
          ((3000,), 30, 1), ((2000,), 64, 64), ((40,), 257, 3), ((300,), 600, 300)]
-
-
-def leaves(leading, in_features, out_features, dtype, device, with_bias=True, seed=0):
-    generator = torch.Generator().manual_seed(seed)
-
-    def leaf(*shape):
-        return torch.randn(shape, generator=generator, dtype=dtype).to(device).requires_grad_()
-
-    x = leaf(*leading, in_features)
-    w = leaf(out_features, in_features)
-    b = leaf(out_features) if with_bias else None
-    return x, w, b
 
 
 def eager_gradients(fn, inputs, grad_output):

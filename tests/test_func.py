@@ -9,13 +9,13 @@ import torch
 import torch.autograd.forward_ad as forward_ad
 from torch.func import functional_call, grad, hessian, jacfwd, jacrev, jvp, vmap
 
+from conftest import leaves
 from fused_sigmoid import FusedLinearSigmoid, LinearSigmoidFunction, linear_sigmoid, reference_linear_sigmoid
 
 
 def operands(device, leading=(5,), in_features=3, out_features=2):
-    generator = torch.Generator().manual_seed(0)
-    shapes = ((*leading, in_features), (out_features, in_features), (out_features,))
-    return [torch.randn(shape, generator=generator, dtype=torch.float64).to(device) for shape in shapes]
+    """Seeded float64 (input, weight, bias) that need no gradient: the transforms take their own."""
+    return [t.detach() for t in leaves(leading, in_features, out_features, torch.float64, device)]
 
 
 @contextmanager
