@@ -127,17 +127,33 @@ def linear_sigmoid(
         >>> linear_sigmoid(torch.tensor([[0.5, -0.2, 3.0]]), torch.ones(2, 3), torch.zeros(2))
         tensor([[0.9644, 0.9644]])
     """
+    if torch.compiler.is_compiling() and _inside_a_transform():
+        # torch.compile cannot trace the op here (its fake-tensor pass reaches the op's C++ autograd, which
+        # functorch refuses, also from inside a Python Function), so it traces the definition instead, which
+        # Inductor fuses as it does the unfused layer. Outside transforms the same compiled code keeps the op.
+        _raise_for_unsupported_arguments(input, weight, bias)
+        _fake.check_linear_sigmoid_args(input, weight, bias)
+        return torch.sigmoid(torch.nn.functional.linear(input, weight, bias))
     try:
         return _forward_op(input, weight, bias)
     except (TypeError, RuntimeError, NotImplementedError):
         # Arguments are checked only once the op refuses them, so that a valid call (a one-row one takes a few
         # microseconds) pays nothing for it: the dispatcher's own errors for these cases do not name the argument.
         _raise_for_unsupported_arguments(input, weight, bias)
-        if torch._C._functorch.peek_interpreter_stack() is None and forward_ad._current_level < 0:
+        if not _inside_a_transform():
             raise
     # The op's autograd is C++, which refuses torch.func transforms and forward-mode tangents before computing
     # anything; there the Python Function serves (outside the except block, so that its own errors stand alone).
     return _LinearSigmoidWithJvp.apply(input, weight, bias)
+
+
+def _inside_a_transform() -> bool:
+    """Whether a torch.func transform or a forward-mode AD level is active.
+
+    Spelled so that torch.compile reads it right: Dynamo wraps the interpreter stack's top in an object whose
+    ``is None`` is never true, but whose type is the real one's (and it guards the compiled code on the stack)."""
+    no_transform = type(torch._C._functorch.peek_interpreter_stack()) is type(None)
+    return not no_transform or forward_ad._current_level >= 0
 
 
 def _raise_for_unsupported_arguments(input: Any, weight: Any, bias: Any) -> None:

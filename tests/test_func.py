@@ -230,9 +230,48 @@ def test_errors_inside_transforms_name_the_argument(device):
         grad(lambda w: linear_sigmoid(x, w.float(), b).sum())(w)
 
 
-@pytest.mark.xfail(strict=True, reason="torch.compile cannot trace torch.func over the op: its fake-tensor pass "
-                   "meets the C++ autograd, which functorch refuses, before the Python fallback can serve")
-def test_compiled_torch_func(device):
+@pytest.mark.parametrize("transform", list(TRANSFORMS))
+def test_transforms_compile_in_one_graph(transform, device):
+    # Inside transforms torch.compile traces linear_sigmoid's definition (it cannot trace the op there); outside
+    # them it keeps the op (tests/test_compile.py), and one compiled function serves both.
     x, w, b = operands(device)
-    compiled = torch.compile(lambda w: grad(lambda w: linear_sigmoid(x, w, b).sum())(w), backend="eager")
-    torch.testing.assert_close(compiled(w), grad(lambda w: reference_linear_sigmoid(x, w, b).sum())(w))
+    compiled = torch.compile(lambda: TRANSFORMS[transform](linear_sigmoid, x, w, b), backend="eager", fullgraph=True)
+    torch.testing.assert_close(compiled(), TRANSFORMS[transform](reference_linear_sigmoid, x, w, b))
+
+
+def test_compiled_function_runs_in_and_out_of_transforms(device):
+    x, w, b = operands(device)
+    traced_ops = []
+
+    def backend(graph_module, example_inputs):
+        traced_ops.append([node.target for node in graph_module.graph.nodes if node.op == "call_function"])
+        return graph_module
+
+    def layer_or_its_gradient(x, w, b, gradient):
+        return grad(lambda w: linear_sigmoid(x, w, b).sum())(w) if gradient else linear_sigmoid(x, w, b)
+
+    compiled = torch.compile(layer_or_its_gradient, backend=backend)
+    for gradient in (False, True, False):
+        expected = grad(lambda w: reference_linear_sigmoid(x, w, b).sum())(w) if gradient else \
+            reference_linear_sigmoid(x, w, b)
+        torch.testing.assert_close(compiled(x, w, b, gradient), expected)
+    assert len(traced_ops) == 2
+    assert traced_ops[0] == [torch.ops.fused_sigmoid.linear_sigmoid]
+
+
+def test_compiled_forward_mode_ad(device):
+    x, w, b = operands(device)
+
+    def weight_tangent(f):
+        with forward_ad.dual_level():
+            return forward_ad.unpack_dual(f(x, forward_ad.make_dual(w, torch.ones_like(w)), b)).tangent
+
+    compiled = torch.compile(linear_sigmoid, backend="eager", fullgraph=True)
+    torch.testing.assert_close(weight_tangent(compiled), weight_tangent(reference_linear_sigmoid))
+
+
+def test_transform_compiled_by_inductor(device):
+    x, w, b = operands(device)
+    per_sample = TRANSFORMS["per-sample grads"]
+    compiled = torch.compile(lambda: per_sample(linear_sigmoid, x, w, b), fullgraph=True)
+    torch.testing.assert_close(compiled(), per_sample(reference_linear_sigmoid, x, w, b))
