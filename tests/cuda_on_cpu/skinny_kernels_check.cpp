@@ -1,0 +1,257 @@
+// Runs the skinny CUDA kernels (forward and one-pass backward) on the CPU through cuda_runtime.h and holds every
+// output to a float64 reference computed here from the same inputs: outputs, grad_input, and the chunks' weight and
+// bias partial sums added up. Built and run by tests/test_skinny_kernels_on_cpu.py, which includes a copy of
+// csrc/cuda/skinny_kernels.cuh with its extern shared array made a pointer (skinny_kernels_on_cpu.h).
+//
+//   skinny_kernels_check float32|float64|bfloat16|float16
+// prints one line per failing output (the first 20) and "<cases> cases, <failures> failures"; exits 1 on any.
+#include "cuda_runtime.h"
+
+#include "skinny_kernels_on_cpu.h"
+
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <random>
+#include <string>
+#include <type_traits>
+
+unsigned char* fused_sigmoid::cuda::skinny_tile_bytes = nullptr;
+
+namespace {
+
+using namespace fused_sigmoid::cuda;
+
+int failures = 0;
+
+template <typename T>
+double as_double(T value) {
+  return static_cast<double>(static_cast<at::opmath_type<T>>(value));
+}
+
+// Relative tolerance of one output: a few roundings in the type (the kernels sum in opmath, ::exp on the host may
+// round differently from the device's), far below what a wrong row, weight or tile would cost.
+template <typename T>
+double tolerance() {
+  if constexpr (std::is_same_v<T, double>) {
+    return 1e-12;
+  } else if constexpr (std::is_same_v<T, float>) {
+    return 2e-5;
+  } else if constexpr (std::is_same_v<T, c10::Half>) {
+    return 2e-3;
+  } else {
+    return 1e-2;
+  }
+}
+
+void check(const std::string& where, const char* what, int64_t index, double got, double want, double tol) {
+  if (!(std::fabs(got - want) <= tol * (1 + std::fabs(want))) && failures++ < 20) {
+    std::printf("FAIL %s: %s[%ld] = %.9g, want %.9g\n", where.c_str(), what, static_cast<long>(index), got, want);
+  }
+}
+
+struct Case {
+  int64_t rows;
+  int K;
+  int M;
+  int64_t ldx;       // row stride of x: K (contiguous) or more
+  int offset;        // elements from a 16-byte boundary to x's first
+  int grid;          // blocks launched, at most one per tile (forward) or chunk (backward)
+  bool bias;
+  std::array<bool, 3> mask;  // grad_input, grad_weight, grad_bias
+};
+
+template <typename T>
+bool is_16_byte_aligned(const T* p) {
+  return reinterpret_cast<uintptr_t>(p) % 16 == 0;
+}
+
+// `size` elements from `offset` elements past a 16-byte boundary (as the caching allocator's blocks start), in a
+// heap block of exactly that much, so that AddressSanitizer sees an access past either end.
+template <typename T>
+class Buffer {
+ public:
+  explicit Buffer(int64_t size, int offset = 0)
+      : storage_(static_cast<T*>(::operator new(sizeof(T) * (offset + size + (offset + size == 0)),
+                                                std::align_val_t(16)))),
+        data_(storage_ + offset),
+        size_(size) {}
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+  ~Buffer() {
+    ::operator delete(storage_, std::align_val_t(16));
+  }
+  T* data() const {
+    return data_;
+  }
+  T& operator[](int64_t i) const {
+    return data_[i];
+  }
+  T* begin() const {
+    return data_;
+  }
+  T* end() const {
+    return data_ + size_;
+  }
+
+ private:
+  T* storage_;
+  T* data_;
+  int64_t size_;
+};
+
+template <typename T>
+void run(const Case& c, cuda_on_cpu::BlockThreads& block, std::mt19937& generator) {
+  std::normal_distribution<double> normal;
+  const auto draw = [&](double scale) { return static_cast<T>(static_cast<float>(normal(generator) * scale)); };
+  const std::string where = std::string("rows ") + std::to_string(c.rows) + ", " + std::to_string(c.K) + " -> " +
+      std::to_string(c.M) + ", ldx " + std::to_string(c.ldx) + ", offset " + std::to_string(c.offset) + ", grid " +
+      std::to_string(c.grid) + (cuda_on_cpu::eager_copies ? ", copies at once" : ", copies at the wait");
+  Buffer<T> x_rows(c.rows > 0 ? (c.rows - 1) * c.ldx + c.K : 0, c.offset);
+  for (auto& v : x_rows) {
+    v = draw(1.0);
+  }
+  const T* x = x_rows.data();
+  Buffer<T> w(c.M * c.K), b(c.M);
+  for (auto& v : w) {
+    v = draw(0.5);
+  }
+  for (auto& v : b) {
+    v = draw(1.0);
+  }
+
+  Buffer<T> y(c.rows * c.M);
+  const SkinnyForwardTile forward_tile = skinny_forward_tile<T>(c.K, c.M);
+  const int64_t tiles = (c.rows + forward_tile.rows - 1) / forward_tile.rows;
+  block.launch(static_cast<int>(std::clamp<int64_t>(tiles, 1, c.grid)), forward_tile.bytes, &skinny_tile_bytes,
+               [&] {
+                        linear_sigmoid_skinny_kernel<T>(x, c.ldx, w.data(), c.bias ? b.data() : nullptr, c.rows, c.K,
+                                                        c.M, c.ldx == c.K && is_16_byte_aligned(x),
+                                                        is_16_byte_aligned(y.data()), y.data());
+                      });
+  for (int64_t r = 0; r < c.rows; ++r) {
+    for (int m = 0; m < c.M; ++m) {
+      double z = c.bias ? as_double(b[m]) : 0.0;
+      for (int k = 0; k < c.K; ++k) {
+        z += as_double(x[r * c.ldx + k]) * as_double(w[m * c.K + k]);
+      }
+      check(where, "y", r * c.M + m, as_double(y[r * c.M + m]), 1.0 / (1.0 + std::exp(-z)), tolerance<T>());
+    }
+  }
+
+  // The backward of our own forward's output, as autograd calls it.
+  Buffer<T> dy(c.rows * c.M);
+  for (auto& v : dy) {
+    v = draw(1.0);
+  }
+  const int64_t chunks = (c.rows + kSkinnyBackwardChunkRows - 1) / kSkinnyBackwardChunkRows;
+  Buffer<T> dx(c.mask[0] ? c.rows * c.K : 0);
+  std::vector<double> weight_partials(c.mask[1] ? chunks * c.M * c.K : 0, NAN);
+  std::vector<double> bias_partials(c.mask[2] ? chunks * c.M : 0, NAN);
+  const SkinnyBackwardTile backward_tile = skinny_backward_tile<T>(c.K, c.M);
+  block.launch(static_cast<int>(std::clamp<int64_t>(chunks, 1, c.grid)), backward_tile.bytes, &skinny_tile_bytes,
+               [&] {
+                        linear_sigmoid_skinny_backward_kernel<T>(
+                            dy.data(), y.data(), x, c.ldx, w.data(), c.rows, c.K, c.M,
+                            c.ldx == c.K && is_16_byte_aligned(x),
+                            is_16_byte_aligned(dy.data()) && is_16_byte_aligned(y.data()),
+                            c.mask[0] ? dx.data() : nullptr, c.mask[1] ? weight_partials.data() : nullptr,
+                            c.mask[2] ? bias_partials.data() : nullptr);
+                      });
+  std::vector<double> dz(c.rows * c.M);
+  for (int64_t i = 0; i < c.rows * c.M; ++i) {
+    const double out = as_double(y[i]);
+    dz[i] = as_double(dy[i]) * (1.0 - out) * out;
+  }
+  if (c.mask[0]) {
+    for (int64_t r = 0; r < c.rows; ++r) {
+      for (int k = 0; k < c.K; ++k) {
+        double sum = 0.0;
+        for (int m = 0; m < c.M; ++m) {
+          sum += dz[r * c.M + m] * as_double(w[m * c.K + k]);
+        }
+        check(where, "grad_input", r * c.K + k, as_double(dx[r * c.K + k]), sum, tolerance<T>());
+      }
+    }
+  }
+  // The sums over the rows are held relative to the sum of their terms' magnitudes (the bound of any order of
+  // summation in opmath): float32 sums of 20000 terms, ten chunks, cannot do better than that.
+  const double sum_tolerance = std::is_same_v<T, double> ? 1e-12 : 1e-5;
+  for (int m = 0; m < c.M; ++m) {
+    for (int k = -1; k < c.K; ++k) {
+      // k == -1 is the bias.
+      if ((k < 0 && !c.mask[2]) || (k >= 0 && !c.mask[1])) {
+        continue;
+      }
+      double want = 0.0, magnitude = 0.0, got = 0.0;
+      for (int64_t r = 0; r < c.rows; ++r) {
+        const double term = dz[r * c.M + m] * (k < 0 ? 1.0 : as_double(x[r * c.ldx + k]));
+        want += term;
+        magnitude += std::fabs(term);
+      }
+      for (int64_t chunk = 0; chunk < chunks; ++chunk) {
+        got += k < 0 ? bias_partials[chunk * c.M + m] : weight_partials[(chunk * c.M + m) * c.K + k];
+      }
+      check(where, k < 0 ? "grad_bias" : "grad_weight", k < 0 ? m : m * c.K + k, got / (1 + magnitude),
+            want / (1 + magnitude), sum_tolerance);
+    }
+  }
+}
+
+template <typename T>
+int run_all() {
+  std::mt19937 generator(0);
+  cuda_on_cpu::BlockThreads block(kThreads);
+  // (K, M): the heads, rows of whole 16-byte pieces (32, 64: odd-pitch staging in float32), one input, no
+  // inputs, and odd sizes whose rows straddle pieces.
+  const int features[][2] = {{3, 2}, {30, 1}, {32, 8}, {64, 8}, {1, 1}, {0, 3}, {17, 5}, {64, 1}, {8, 3}, {5, 7}};
+  // One row; a partial tile; several tiles; several backward chunks per block (2048 rows a chunk).
+  const int64_t row_counts[] = {1, 9, 1000, 20000};
+  int cases = 0;
+  for (const auto& [K, M] : features) {
+    for (const int64_t rows : row_counts) {
+      // Contiguous and aligned (cp.async), strided rows, and an odd offset (element by element).
+      for (int layout = 0; layout < 3; ++layout) {
+        if (rows == 20000 && layout != 0 && K > 8) {
+          continue;  // the element-by-element paths are the same code at every size
+        }
+        Case c{rows, K, M, layout == 1 ? K + 3 : K, layout == 2 ? 1 : 0, 1 + cases % 3, cases % 4 != 1,
+               {true, true, true}};
+        if (cases % 5 == 3) {
+          c.mask = {true, false, false};
+        } else if (cases % 5 == 4) {
+          c.mask = {false, true, true};
+        }
+        cuda_on_cpu::eager_copies = cases % 2 == 1;
+        run<T>(c, block, generator);
+        ++cases;
+        if (failures > 20) {
+          std::printf("stopped after %d cases\n", cases);
+          return 1;
+        }
+      }
+    }
+  }
+  std::printf("%d cases, %d failures\n", cases, failures);
+  return failures == 0 ? 0 : 1;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  const std::string dtype = argc > 1 ? argv[1] : "";
+  if (dtype == "float32") {
+    return run_all<float>();
+  } else if (dtype == "float64") {
+    return run_all<double>();
+  } else if (dtype == "bfloat16") {
+    return run_all<c10::BFloat16>();
+  } else if (dtype == "float16") {
+    return run_all<c10::Half>();
+  }
+  std::fprintf(stderr, "usage: skinny_kernels_check float32|float64|bfloat16|float16\n");
+  return 2;
+}
