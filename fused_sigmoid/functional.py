@@ -147,6 +147,14 @@ def linear_sigmoid(
     return _LinearSigmoidWithJvp.apply(input, weight, bias)
 
 
+# TorchScript (torch.jit.script of the module, of the tutorial's model, or of code calling linear_sigmoid) compiles a
+# call of linear_sigmoid as a call of the op: its Python body, with a try block and transform checks, is not
+# TorchScript, and the op is all a scripted program needs (its autograd and argument checks are in C++). PyTorch's
+# own functions map to ops the same way (torch.jit._builtins); an `if torch.jit.is_scripting()` branch would instead
+# cost every eager call.
+torch.jit._builtins._register_builtin(linear_sigmoid, "fused_sigmoid::linear_sigmoid")
+
+
 def _inside_a_transform() -> bool:
     """Whether a torch.func transform or a forward-mode AD level is active.
 
