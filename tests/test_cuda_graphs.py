@@ -1,0 +1,79 @@
+"""CUDA graphs: a training step of the layer (forward and all three gradients) captured in a torch.cuda.CUDAGraph
+replays on new data with the bits of the same step run eagerly and with eager PyTorch's values, on every CUDA path
+(the skinny kernels, the tensor-core GEMM where the build has CUTLASS, cuBLAS); torch.compile(mode="reduce-overhead"),
+which captures graphs itself, gives eager's values. Capture forbids synchronising the host, allocating outside the
+graph's pool and launching on another stream: a kernel that did any of these fails here."""
+
+import pytest
+import torch
+
+from conftest import CUDA_REASON, cuda_ready
+from fused_sigmoid import FusedLinearSigmoid, reference_linear_sigmoid
+
+pytestmark = pytest.mark.skipif(not cuda_ready, reason=CUDA_REASON)
+
+# (rows, in_features, out_features): skinny; the GEMM path within the CUTLASS bound (K, M <= 64); beyond it.
+SHAPES = [(4099, 3, 2), (1000, 30, 1), (512, 64, 64), (300, 200, 100)]
+
+
+def training_step(layer, x, grad_output):
+    y = layer(x)
+    return (y, *torch.autograd.grad(y, (x, layer.weight, layer.bias), grad_output))
+
+
+def inputs(rows, in_features, out_features, dtype, seed):
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(rows, in_features, generator=generator, dtype=dtype).cuda()
+    grad_output = torch.randn(rows, out_features, generator=generator, dtype=dtype).cuda()
+    return x, grad_output
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_captured_training_step_replays_on_new_data(shape, dtype):
+    torch.manual_seed(0)
+    layer = FusedLinearSigmoid(shape[1], shape[2], device="cuda", dtype=dtype)
+    static_x, static_grad_output = inputs(*shape, dtype, seed=0)
+    static_x.requires_grad_()
+    # Warm-up on a side stream, as capture requires: first calls may initialise cuBLAS and cache launch settings.
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            training_step(layer, static_x, static_grad_output)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured = training_step(layer, static_x, static_grad_output)
+
+    for seed in (1, 2):
+        x, grad_output = inputs(*shape, dtype, seed)
+        with torch.no_grad():
+            static_x.copy_(x)
+            static_grad_output.copy_(grad_output)
+        graph.replay()
+        torch.cuda.synchronize()
+        x.requires_grad_()
+        eager_ours = training_step(layer, x, grad_output)
+        for replayed, ours in zip(captured, eager_ours):
+            assert torch.equal(replayed, ours)
+        y_reference = reference_linear_sigmoid(x, layer.weight, layer.bias)
+        reference = (y_reference, *torch.autograd.grad(y_reference, (x, layer.weight, layer.bias), grad_output))
+        tolerance = dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
+        for replayed, expected in zip(captured, reference):
+            torch.testing.assert_close(replayed, expected, **tolerance)
+
+
+def test_compiled_with_reduce_overhead_gives_eager_values():
+    torch.manual_seed(0)
+    layer = FusedLinearSigmoid(64, 8, device="cuda", dtype=torch.float64)
+    compiled = torch.compile(layer, mode="reduce-overhead", fullgraph=True)
+    for seed in range(4):
+        x, grad_output = inputs(1024, 64, 8, torch.float64, seed)
+        x.requires_grad_()
+        # Outputs of a replayed graph live in its pool until the next run: the step's values are cloned at once.
+        step = [t.clone() for t in training_step(compiled, x, grad_output)]
+        y_reference = reference_linear_sigmoid(x, layer.weight, layer.bias)
+        reference = (y_reference, *torch.autograd.grad(y_reference, (x, layer.weight, layer.bias), grad_output))
+        for value, expected in zip(step, reference):
+            torch.testing.assert_close(value, expected, rtol=1e-10, atol=1e-10)
