@@ -44,8 +44,11 @@ def build(tmp_path, kernels_source):
     program = tmp_path / "skinny_kernels_check"
     includes = [f"-I{path}" for path in (tmp_path, HARNESS, *cpp_extension.include_paths())]
     sanitizers = SANITIZERS if compiler_has_sanitizers(tmp_path) else []
+    # libc10 for the kernels' internal asserts.
+    libraries = [f"-Wl,-rpath,{path}" for path in cpp_extension.library_paths()]
+    libraries += [f"-L{path}" for path in cpp_extension.library_paths()] + ["-lc10"]
     command = [COMPILER, "-std=c++20", "-O1", "-g", "-pthread", *sanitizers, *includes,
-               str(HARNESS / "skinny_kernels_check.cpp"), "-o", str(program)]
+               str(HARNESS / "skinny_kernels_check.cpp"), "-o", str(program), *libraries]
     result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode == 0, f"{' '.join(command)}\n{result.stderr[-4000:]}"
     return program

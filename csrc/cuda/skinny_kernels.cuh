@@ -10,9 +10,11 @@
 #pragma once
 
 #include <ATen/OpMathType.h>
+#include <c10/util/Exception.h>
 #include <cuda_pipeline_primitives.h>
 
 #include <cstdint>
+#include <type_traits>
 
 namespace fused_sigmoid::cuda {
 
@@ -201,8 +203,13 @@ struct alignas(16) Vector16 {
   scalar_t values[kSize];
 };
 
-// async_loads: x's rows are contiguous (ldx == K) and x is 16-byte aligned; vector_stores: y is 16-byte aligned.
-template <typename scalar_t>
+// The forward, for out_features M known at compile time: a row's M sums are registers and each k costs one
+// multiply-add per output. With M a run-time bound instead, every k issued all kMaxSkinnyOutFeatures slots, idle ones
+// predicated off (about 50 instructions per k in bfloat16 at M = 2 against 8 now): at 30 -> 1 that was 1200
+// instructions a row for 124 bytes, as long as the row's memory time on an H100. with_out_features picks the
+// instantiation. async_loads: x's rows are contiguous (ldx == K) and x is 16-byte aligned; vector_stores: y is 16-byte
+// aligned.
+template <typename scalar_t, int M>
 __global__ void __launch_bounds__(kThreads) linear_sigmoid_skinny_kernel(
     const scalar_t* __restrict__ x,
     int64_t ldx,
@@ -210,13 +217,13 @@ __global__ void __launch_bounds__(kThreads) linear_sigmoid_skinny_kernel(
     const scalar_t* __restrict__ bias,
     int64_t rows,
     int K,
-    int M,
     bool async_loads,
     bool vector_stores,
     scalar_t* __restrict__ y) {
+  static_assert(M >= 1 && M <= kMaxSkinnyOutFeatures, "out_features of the skinny forward");
   using opmath_t = at::opmath_type<scalar_t>;
-  __shared__ opmath_t w_shared[kMaxSkinnyOutFeatures * kMaxSkinnyInFeatures];
-  __shared__ opmath_t b_shared[kMaxSkinnyOutFeatures];
+  __shared__ opmath_t w_shared[M * kMaxSkinnyInFeatures];
+  __shared__ opmath_t b_shared[M];
   const SkinnyForwardTile tile = skinny_forward_tile<scalar_t>(K, M);
   const auto stage = [&](int64_t j) {
     return reinterpret_cast<scalar_t*>(skinny_tile_bytes + (j & 1) * tile.stage_bytes);
@@ -250,13 +257,11 @@ __global__ void __launch_bounds__(kThreads) linear_sigmoid_skinny_kernel(
     // A thread per row, its M sums in registers, k in order; every lane reads the same weight element (a broadcast).
     for (int r = threadIdx.x; r < tile_rows; r += blockDim.x) {
       const scalar_t* const xr = x_tile + r * tile.pitch;
-      opmath_t acc[kMaxSkinnyOutFeatures] = {};
+      opmath_t acc[M] = {};
       const auto add = [&](int k, scalar_t x_k) {
 #pragma unroll
-        for (int m = 0; m < kMaxSkinnyOutFeatures; ++m) {
-          if (m < M) {
-            acc[m] += static_cast<opmath_t>(x_k) * w_shared[m * K + k];
-          }
+        for (int m = 0; m < M; ++m) {
+          acc[m] += static_cast<opmath_t>(x_k) * w_shared[m * K + k];
         }
       };
       if (tile.vector_rows) {
@@ -274,15 +279,40 @@ __global__ void __launch_bounds__(kThreads) linear_sigmoid_skinny_kernel(
         }
       }
 #pragma unroll
-      for (int m = 0; m < kMaxSkinnyOutFeatures; ++m) {
-        if (m < M) {
-          y_tile[r * M + m] = static_cast<scalar_t>(sigmoid(acc[m] + b_shared[m]));
-        }
+      for (int m = 0; m < M; ++m) {
+        y_tile[r * M + m] = static_cast<scalar_t>(sigmoid(acc[m] + b_shared[m]));
       }
     }
     // The tile's outputs are all staged; the next iteration's barrier keeps them until they are written.
     __syncthreads();
     store_span(y_tile, tile_rows * M, vector_stores, y + t * tile.rows * M);
+  }
+}
+
+// f(std::integral_constant<int, M>{}) for M = out_features in [1, kMaxSkinnyOutFeatures]: the skinny forward's
+// instantiation for a run-time M.
+template <typename F>
+decltype(auto) with_out_features(int out_features, F&& f) {
+  switch (out_features) {
+    case 1:
+      return f(std::integral_constant<int, 1>{});
+    case 2:
+      return f(std::integral_constant<int, 2>{});
+    case 3:
+      return f(std::integral_constant<int, 3>{});
+    case 4:
+      return f(std::integral_constant<int, 4>{});
+    case 5:
+      return f(std::integral_constant<int, 5>{});
+    case 6:
+      return f(std::integral_constant<int, 6>{});
+    case 7:
+      return f(std::integral_constant<int, 7>{});
+    default:
+      static_assert(kMaxSkinnyOutFeatures == 8, "one case per out_features");
+      // Callers take the skinny path only for 1 <= out_features <= kMaxSkinnyOutFeatures.
+      TORCH_INTERNAL_ASSERT(out_features == 8, "linear_sigmoid: no skinny forward for ", out_features, " outputs");
+      return f(std::integral_constant<int, 8>{});
   }
 }
 

@@ -124,14 +124,16 @@ void run(const Case& c, cuda_on_cpu::BlockThreads& block, std::mt19937& generato
   }
 
   Buffer<T> y(c.rows * c.M);
-  const SkinnyForwardTile forward_tile = skinny_forward_tile<T>(c.K, c.M);
-  const int64_t tiles = (c.rows + forward_tile.rows - 1) / forward_tile.rows;
-  block.launch(static_cast<int>(std::clamp<int64_t>(tiles, 1, c.grid)), forward_tile.bytes, &skinny_tile_bytes,
-               [&] {
-                        linear_sigmoid_skinny_kernel<T>(x, c.ldx, w.data(), c.bias ? b.data() : nullptr, c.rows, c.K,
-                                                        c.M, c.ldx == c.K && is_16_byte_aligned(x),
-                                                        is_16_byte_aligned(y.data()), y.data());
-                      });
+  with_out_features(c.M, [&](auto out_features) {
+    constexpr int kOutFeatures = decltype(out_features)::value;
+    const SkinnyForwardTile tile = skinny_forward_tile<T>(c.K, kOutFeatures);
+    const int64_t tiles = (c.rows + tile.rows - 1) / tile.rows;
+    block.launch(static_cast<int>(std::clamp<int64_t>(tiles, 1, c.grid)), tile.bytes, &skinny_tile_bytes, [&] {
+      linear_sigmoid_skinny_kernel<T, kOutFeatures>(x, c.ldx, w.data(), c.bias ? b.data() : nullptr, c.rows, c.K,
+                                                    c.ldx == c.K && is_16_byte_aligned(x),
+                                                    is_16_byte_aligned(y.data()), y.data());
+    });
+  });
   for (int64_t r = 0; r < c.rows; ++r) {
     for (int m = 0; m < c.M; ++m) {
       double z = c.bias ? as_double(b[m]) : 0.0;
@@ -152,15 +154,14 @@ void run(const Case& c, cuda_on_cpu::BlockThreads& block, std::mt19937& generato
   std::vector<double> weight_partials(c.mask[1] ? chunks * c.M * c.K : 0, NAN);
   std::vector<double> bias_partials(c.mask[2] ? chunks * c.M : 0, NAN);
   const SkinnyBackwardTile backward_tile = skinny_backward_tile<T>(c.K, c.M);
-  block.launch(static_cast<int>(std::clamp<int64_t>(chunks, 1, c.grid)), backward_tile.bytes, &skinny_tile_bytes,
-               [&] {
-                        linear_sigmoid_skinny_backward_kernel<T>(
-                            dy.data(), y.data(), x, c.ldx, w.data(), c.rows, c.K, c.M,
-                            c.ldx == c.K && is_16_byte_aligned(x),
-                            is_16_byte_aligned(dy.data()) && is_16_byte_aligned(y.data()),
-                            c.mask[0] ? dx.data() : nullptr, c.mask[1] ? weight_partials.data() : nullptr,
-                            c.mask[2] ? bias_partials.data() : nullptr);
-                      });
+  block.launch(static_cast<int>(std::clamp<int64_t>(chunks, 1, c.grid)), backward_tile.bytes, &skinny_tile_bytes, [&] {
+    linear_sigmoid_skinny_backward_kernel<T>(dy.data(), y.data(), x, c.ldx, w.data(), c.rows, c.K, c.M,
+                                             c.ldx == c.K && is_16_byte_aligned(x),
+                                             is_16_byte_aligned(dy.data()) && is_16_byte_aligned(y.data()),
+                                             c.mask[0] ? dx.data() : nullptr,
+                                             c.mask[1] ? weight_partials.data() : nullptr,
+                                             c.mask[2] ? bias_partials.data() : nullptr);
+  });
   std::vector<double> dz(c.rows * c.M);
   for (int64_t i = 0; i < c.rows * c.M; ++i) {
     const double out = as_double(y[i]);
