@@ -18,7 +18,7 @@ extern "C" PyObject* PyInit__C(void) {
 }
 
 TORCH_LIBRARY(fused_sigmoid, m) {
-  m.def("linear_sigmoid(Tensor input, Tensor weight, Tensor? bias) -> Tensor");
+  m.def("linear_sigmoid(Tensor input, Tensor weight, Tensor? bias=None) -> Tensor");
   // output_mask selects which of (grad_input, grad_weight, grad_bias) to compute; the others come back as None.
   m.def(
       "linear_sigmoid_backward(Tensor grad_output, Tensor output, Tensor input, Tensor weight, bool[3] output_mask)"

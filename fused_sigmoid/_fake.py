@@ -87,7 +87,7 @@ def check_linear_sigmoid_backward_args(
 
 @torch.library.register_fake("fused_sigmoid::linear_sigmoid")
 def _linear_sigmoid_fake(
-    input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]
+    input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None
 ) -> torch.Tensor:
     check_linear_sigmoid_args(input, weight, bias)
     return input.new_empty((*input.shape[:-1], weight.shape[0]))

@@ -57,8 +57,10 @@ def _linear_sigmoid_vmap(
     in_dims: tuple[Optional[int], Optional[int], Optional[int]],
     input: torch.Tensor,
     weight: torch.Tensor,
-    bias: Optional[torch.Tensor],
+    bias: Optional[torch.Tensor] = None,
 ) -> tuple[torch.Tensor, int]:
+    # A call that leaves bias out (its schema default) has no in_dim for it.
+    in_dims = (*in_dims, None)[:3]
     input_dim, weight_dim, bias_dim = in_dims
     size = info.batch_size
     if weight_dim is None and bias_dim is None:

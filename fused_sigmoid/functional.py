@@ -128,11 +128,15 @@ def linear_sigmoid(
         tensor([[0.9644, 0.9644]])
     """
     if torch.compiler.is_compiling() and _inside_a_transform():
-        # torch.compile cannot trace the op here (its fake-tensor pass reaches the op's C++ autograd, which
-        # functorch refuses, also from inside a Python Function), so it traces the definition instead, which
-        # Inductor fuses as it does the unfused layer. Outside transforms the same compiled code keeps the op.
+        # torch.compile cannot trace the op inside gradient transforms or forward AD (its fake-tensor pass reaches
+        # the op's C++ autograd, which functorch refuses, also from inside a Python Function), so it traces the
+        # definition instead, which Inductor fuses as it does the unfused layer. Inside vmap too: tracing sees only
+        # the innermost transform, and a gradient transform may lie beneath it. Outside transforms the same
+        # compiled code keeps the op.
         _raise_for_unsupported_arguments(input, weight, bias)
-        _fake.check_linear_sigmoid_args(input, weight, bias)
+        if not torch.is_autocast_enabled(input.device.type):
+            # Under autocast the dtypes may differ until F.linear casts them, as the op's autocast kernel does.
+            _fake.check_linear_sigmoid_args(input, weight, bias)
         return torch.sigmoid(torch.nn.functional.linear(input, weight, bias))
     try:
         return _forward_op(input, weight, bias)
@@ -148,10 +152,9 @@ def linear_sigmoid(
 
 
 # TorchScript (torch.jit.script of the module, of the tutorial's model, or of code calling linear_sigmoid) compiles a
-# call of linear_sigmoid as a call of the op: its Python body, with a try block and transform checks, is not
-# TorchScript, and the op is all a scripted program needs (its autograd and argument checks are in C++). PyTorch's
-# own functions map to ops the same way (torch.jit._builtins); an `if torch.jit.is_scripting()` branch would instead
-# cost every eager call.
+# call of linear_sigmoid as a call of the op, as it does PyTorch's own functions (torch.jit._builtins): TorchScript
+# cannot parse its Python body (a try block), and the op is all a scripted program needs (its autograd and argument
+# checks are in C++).
 torch.jit._builtins._register_builtin(linear_sigmoid, "fused_sigmoid::linear_sigmoid")
 
 

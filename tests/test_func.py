@@ -38,6 +38,7 @@ TRANSFORMS = {
     "jvp": lambda f, x, w, b: jvp(f, (x, w, b), (torch.ones_like(x), torch.ones_like(w), torch.ones_like(b)))[1],
     "per-sample grads": lambda f, x, w, b: vmap(grad(lambda w, b, row: f(row, w, b).sum(), argnums=(0, 1)),
                                                 in_dims=(None, None, 0))(w, b, x),
+    "grad of vmap": lambda f, x, w, b: grad(lambda w: vmap(lambda row: f(row, w, b))(x).pow(2).sum())(w),
 }
 
 
@@ -53,6 +54,17 @@ def test_transforms_agree_with_eager(transform, device):
 
 # (input, weight, bias) vmapped dimensions: a batch of inputs for one layer (at either end), and batches of layers.
 IN_DIMS = [(0, None, None), (1, None, None), (None, 0, None), (None, None, 0), (0, 0, 0), (1, 0, None)]
+
+
+def test_vmap_of_the_op_called_without_bias(device):
+    # The schema's default: a call that leaves bias out reaches the batching rule without it.
+    x, w, _ = operands(device, leading=(4, 5))
+    ensemble_weights = torch.stack([w, 2 * w])
+    with without_vmap_fallback():
+        batch_of_inputs = vmap(lambda rows: torch.ops.fused_sigmoid.linear_sigmoid(rows, w))(x)
+        ensemble = vmap(lambda w: torch.ops.fused_sigmoid.linear_sigmoid(x, w))(ensemble_weights)
+    torch.testing.assert_close(batch_of_inputs, reference_linear_sigmoid(x, w))
+    torch.testing.assert_close(ensemble, torch.stack([reference_linear_sigmoid(x, v) for v in ensemble_weights]))
 
 
 @pytest.mark.parametrize("in_dims", IN_DIMS, ids=str)
@@ -221,6 +233,19 @@ def test_forward_mode_ad_under_autocast(device):
         torch.testing.assert_close(a.float(), e.float(), rtol=2e-2, atol=2e-2)
 
 
+def test_compiled_transform_under_autocast_casts_like_eager(device):
+    # A float32 input with a bfloat16 weight is valid under autocast (both run in bfloat16), compiled too.
+    x, w, b = (t.float() for t in operands(device))
+    w = w.bfloat16()
+
+    def input_gradient(f):
+        with torch.autocast(device, dtype=torch.bfloat16):
+            return grad(lambda x: f(x, w, b).float().sum())(x)
+
+    compiled = torch.compile(lambda: input_gradient(linear_sigmoid), backend="eager", fullgraph=True)
+    torch.testing.assert_close(compiled(), input_gradient(reference_linear_sigmoid), rtol=2e-2, atol=2e-2)
+
+
 def test_errors_inside_transforms_name_the_argument(device):
     x, w, b = operands(device)
     message = "linear_sigmoid: expected bias to be a Tensor or None, but got list"
@@ -257,6 +282,7 @@ def test_compiled_function_runs_in_and_out_of_transforms(device):
         torch.testing.assert_close(compiled(x, w, b, gradient), expected)
     assert len(traced_ops) == 2
     assert traced_ops[0] == [torch.ops.fused_sigmoid.linear_sigmoid]
+    assert torch.ops.fused_sigmoid.linear_sigmoid not in traced_ops[1] and torch.sigmoid in traced_ops[1]
 
 
 def test_compiled_forward_mode_ad(device):
@@ -266,7 +292,9 @@ def test_compiled_forward_mode_ad(device):
         with forward_ad.dual_level():
             return forward_ad.unpack_dual(f(x, forward_ad.make_dual(w, torch.ones_like(w)), b)).tangent
 
+    # Compiled first outside forward AD: the dual level must not reuse that graph.
     compiled = torch.compile(linear_sigmoid, backend="eager", fullgraph=True)
+    torch.testing.assert_close(compiled(x, w, b), reference_linear_sigmoid(x, w, b))
     torch.testing.assert_close(weight_tangent(compiled), weight_tangent(reference_linear_sigmoid))
 
 

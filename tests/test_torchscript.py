@@ -39,11 +39,18 @@ def test_scripted_function_calling_linear_sigmoid(device):
     def head(x: torch.Tensor, w: torch.Tensor, b: Optional[torch.Tensor]) -> torch.Tensor:
         return linear_sigmoid(x, w, b) * 2
 
+    # As Python takes it: bias by keyword, or left out.
+    def heads_without_and_with_bias(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return linear_sigmoid(x, w) + linear_sigmoid(input=x, weight=w, bias=b)
+
+    x, w, b = (t.detach() for t in leaves((6,), 3, 2, torch.float64, device))
     scripted = torch.jit.script(head)
     assert OP in str(scripted.graph)
-    x, w, b = (t.detach() for t in leaves((6,), 3, 2, torch.float64, device))
     torch.testing.assert_close(scripted(x, w, b), reference_linear_sigmoid(x, w, b) * 2)
     torch.testing.assert_close(scripted(x, w, None), reference_linear_sigmoid(x, w, None) * 2)
+    scripted = torch.jit.script(heads_without_and_with_bias)
+    expected = reference_linear_sigmoid(x, w, None) + reference_linear_sigmoid(x, w, b)
+    torch.testing.assert_close(scripted(x, w, b), expected)
 
 
 def test_scripted_program_raises_the_ops_errors():
