@@ -1,9 +1,9 @@
 """The skinny CUDA kernels (csrc/cuda/skinny_kernels.cuh) run on the CPU, where no GPU is: tests/cuda_on_cpu emulates
-a block's threads, barriers, shared memory and cp.async copies, and checks every output of the forward and the
-one-pass backward against a float64 reference, over shapes, row counts, strided and misaligned inputs, grids of one
-to three blocks and both orders in which the copies may land, under AddressSanitizer and UBSan where the compiler
-has them. On a GPU the CUDA tests run the kernels themselves; this catches a wrong index, stage or barrier on every
-machine."""
+a block's threads (fibers run one at a time between barriers, in orders that change from one stretch to the next),
+its shared memory and cp.async copies, and checks every output of the forward and the one-pass backward against a
+float64 reference, over shapes, row counts, strided and misaligned tensors, grids of one to three blocks and both
+orders in which the copies may land, under AddressSanitizer and UBSan where the compiler has them. On a GPU the CUDA
+tests run the kernels themselves; this catches a wrong index, stage or barrier on every machine."""
 
 import os
 import subprocess

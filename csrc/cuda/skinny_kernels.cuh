@@ -203,12 +203,10 @@ struct alignas(16) Vector16 {
   scalar_t values[kSize];
 };
 
-// The forward, for out_features M known at compile time: a row's M sums are registers and each k costs one
-// multiply-add per output. With M a run-time bound instead, every k issued all kMaxSkinnyOutFeatures slots, idle ones
-// predicated off (about 50 instructions per k in bfloat16 at M = 2 against 8 now): at 30 -> 1 that was 1200
-// instructions a row for 124 bytes, as long as the row's memory time on an H100. with_out_features picks the
-// instantiation. async_loads: x's rows are contiguous (ldx == K) and x is 16-byte aligned; vector_stores: y is 16-byte
-// aligned.
+// The forward, for out_features M known at compile time, so that a row's M sums stay in registers and a step of k
+// costs M multiply-adds: with M a run-time bound every step issued all kMaxSkinnyOutFeatures, idle ones predicated
+// off, which made the narrowest heads compute-bound (README). with_out_features picks the instantiation.
+// async_loads: x's rows are contiguous (ldx == K) and x is 16-byte aligned; vector_stores: y is 16-byte aligned.
 template <typename scalar_t, int M>
 __global__ void __launch_bounds__(kThreads) linear_sigmoid_skinny_kernel(
     const scalar_t* __restrict__ x,
