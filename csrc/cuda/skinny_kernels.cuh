@@ -54,7 +54,7 @@ __host__ __device__ constexpr int round_up_to_16(int bytes) {
 }
 
 // The most rows of `bytes_per_row` bytes within `bytes`, at most max_rows, in multiples of kTileRowMultiple.
-__host__ __device__ inline int rows_within(int bytes, int bytes_per_row, int max_rows) {
+__host__ __device__ constexpr int rows_within(int bytes, int bytes_per_row, int max_rows) {
   const int fitting = bytes / bytes_per_row;
   return (fitting < max_rows ? fitting : max_rows) / kTileRowMultiple * kTileRowMultiple;
 }
@@ -76,7 +76,7 @@ struct SkinnyForwardTile {
 };
 
 template <typename scalar_t>
-__host__ __device__ inline SkinnyForwardTile skinny_forward_tile(int K, int M) {
+__host__ __device__ constexpr SkinnyForwardTile skinny_forward_tile(int K, int M) {
   constexpr int kElement = sizeof(scalar_t);
   const int row_bytes = K * kElement;
   const bool vector_rows = K > 0 && row_bytes % 16 == 0;
@@ -100,7 +100,7 @@ struct SkinnyBackwardTile {
 };
 
 template <typename scalar_t>
-__host__ __device__ inline SkinnyBackwardTile skinny_backward_tile(int K, int M) {
+__host__ __device__ constexpr SkinnyBackwardTile skinny_backward_tile(int K, int M) {
   constexpr int kElement = sizeof(scalar_t);
   const int rows = rows_within(kSkinnyStageBytes, (K + 2 * M) * kElement, kMaxSkinnyBackwardTileRows);
   const int dy_offset = round_up_to_16(rows * K * kElement);
@@ -109,6 +109,37 @@ __host__ __device__ inline SkinnyBackwardTile skinny_backward_tile(int K, int M)
   const int dz_bytes = rows * M * static_cast<int>(sizeof(at::opmath_type<scalar_t>));
   return {rows, dy_offset, y_offset, stage_bytes, 2 * stage_bytes + dz_bytes};
 }
+
+// The kernels' static shared memory: the forward's weight and bias for M outputs, the backward's weight and its
+// threads' group sums, in opmath (the arrays they declare).
+template <typename scalar_t>
+constexpr int skinny_forward_static_bytes(int M) {
+  return (M * kMaxSkinnyInFeatures + M) * static_cast<int>(sizeof(at::opmath_type<scalar_t>));
+}
+template <typename scalar_t>
+constexpr int skinny_backward_static_bytes() {
+  return kMaxSkinnyOutFeatures * kMaxSkinnyInFeatures * static_cast<int>(sizeof(at::opmath_type<scalar_t>)) +
+      kThreads * static_cast<int>(sizeof(double));
+}
+
+// Whether every skinny shape's shared memory, static and dynamic, stays within the 48 KiB a block may take without
+// opting in to more: beyond it the launch would fail (float64's backward at K = 0 comes within 2 KiB).
+template <typename scalar_t>
+constexpr bool skinny_shared_memory_fits() {
+  constexpr int kBlockBytes = 48 * 1024;
+  for (int K = 0; K <= kMaxSkinnyInFeatures; ++K) {
+    for (int M = 1; M <= kMaxSkinnyOutFeatures; ++M) {
+      if (skinny_forward_tile<scalar_t>(K, M).bytes + skinny_forward_static_bytes<scalar_t>(M) > kBlockBytes ||
+          skinny_backward_tile<scalar_t>(K, M).bytes + skinny_backward_static_bytes<scalar_t>() > kBlockBytes) {
+        return false;
+      }
+    }
+  }
+  return true;
+}
+static_assert(skinny_shared_memory_fits<float>() && skinny_shared_memory_fits<double>() &&
+                  skinny_shared_memory_fits<c10::Half>() && skinny_shared_memory_fits<c10::BFloat16>(),
+              "a skinny shape's shared memory passes 48 KiB");
 
 // Dynamic shared memory, under one untyped name for every kernel and instantiation: extern shared arrays of
 // different types under one name conflict.
