@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # The GPU check, for a fresh H100/H200 machine that has its own CUDA build of torch, nvcc and ninja and nothing to
-# download: builds the extension with its CUDA kernels (for sm_90a, so that the Hopper CUTLASS kernels are real),
-# runs the CUDA tests, runs compute-sanitizer's memcheck over a short CUDA subset and its racecheck over the skinny
-# kernels, runs the CUDA benchmarks, then, as time allows, times the CUTLASS forward's Ampere and Hopper kernels
-# against cuBLAS + sigmoid on GEMM shapes (to set the CUTLASS path's bound and choose its kernels), profiles the
-# skinny kernels with Nsight Compute, compares with torch.compile(mode="max-autotune") on the mid shapes and runs
-# the rest of the test suite, and prints a short table last. Into the folder given as the argument go check.log
-# (every step's full output, in order), cuda.csv, cuda_speedup.png, cuda_gemm_bound_0.csv, cuda_gemm_bound_8192.csv
-# and cuda_gemm_bound_8192_hopper.csv (the same shapes with every forward on cuBLAS, with the Ampere CUTLASS kernels
-# taking all of them, and with the Hopper ones) and cuda_max_autotune.csv: seven files, within what a lent machine
-# sends back. The steps share one budget of 7.5 minutes (CHECK_SECONDS), most important first, each cut off where
-# it would overrun it.
+# download: builds the extension with its CUDA kernels (for sm_90a, so that the Hopper CUTLASS kernels are real), runs
+# the CUDA tests, runs compute-sanitizer's memcheck over a short CUDA subset, runs the CUDA benchmarks, then
+# compute-sanitizer's racecheck over the skinny kernels (tests/test_skinny_kernels_on_cpu.py checks their barriers on
+# every machine; this checks them on the hardware), then, as time allows, times the CUTLASS forward's Ampere and Hopper
+# kernels against cuBLAS + sigmoid on GEMM shapes (to set the CUTLASS path's bound and choose its kernels), profiles the
+# skinny kernels with Nsight Compute, compares with torch.compile(mode="max-autotune") on the mid shapes and runs the
+# rest of the test suite, and prints a short table last. Into the folder given as the argument go check.log (every
+# step's full output, in order), cuda.csv, cuda_speedup.png, cuda_gemm_bound_0.csv, cuda_gemm_bound_8192.csv and
+# cuda_gemm_bound_8192_hopper.csv (the same shapes with every forward on cuBLAS, with the Ampere CUTLASS kernels taking
+# all of them, and with the Hopper ones) and cuda_max_autotune.csv: seven files, within what a lent machine sends back.
+# The steps share one budget of 7.5 minutes (CHECK_SECONDS), most important first, each cut off where it would overrun
+# it.
 #
 # The machine has no CUTLASS: its headers travel as the nvidia-cutlass wheel in .whl/ (git-ignored). Fetch it here
 # with `python3 -m pip download --no-deps -d .whl nvidia-cutlass==4.2.0.0` and name .whl in the device call's carry;
@@ -56,7 +57,9 @@ else
   echo "no CUTLASS wheel in .whl/: GEMM-sized shapes will run on cuBLAS plus a sigmoid pass" | tee -a "$log"
 fi
 export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0a}" MAX_JOBS="${MAX_JOBS:-16}"
-build() { timeout "$(limit 150)" python3 -m pip install --no-build-isolation --no-deps --no-index -e . >>"$log" 2>&1; }
+# The Hopper CUTLASS translation unit alone takes about a minute (61 s on two cores here, sm_90a only); a build cut
+# short would be repeated without CUTLASS.
+build() { timeout "$(limit 210)" python3 -m pip install --no-build-isolation --no-deps --no-index -e . >>"$log" 2>&1; }
 if ! build; then
   # The CUTLASS GEMM is the build's newest and least tried part: without it the rest of the check can still run.
   tail -30 "$log"
@@ -108,6 +111,12 @@ PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout "$(limit 100)" compute-sanitizer --tool
   }
 keep; grep -E "ERROR SUMMARY|passed|failed" "$step_log" | tail -3
 
+step "benchmarks: the issue's shapes in float32 (TF32 allowed) and a bfloat16 subset"
+timeout "$(limit 170)" python3 -m fused_sigmoid bench --device cuda --allow-tf32 --dtypes float32 bfloat16 \
+  --impls fused compile eager-repeat --rounds 2 --min-run-time 0.05 \
+  --output "$out/cuda.csv" --plot "$out/cuda_speedup.png" >"$step_log" 2>&1 || { status=1; tail -5 "$step_log"; }
+keep; grep -E "^# .*failed" "$step_log"
+
 step "compute-sanitizer racecheck on the skinny kernels' shared-memory pipeline"
 # The skinny kernels refill each shared-memory stage while other warps may still read it unless the barriers say
 # otherwise. Three million rows give every forward block several tiles and some backward blocks a second chunk;
@@ -122,12 +131,6 @@ case $? in
      else status=1; fi ;;
 esac
 keep; grep -E "ERROR SUMMARY|RACECHECK SUMMARY|hazard|passed|failed" "$step_log" | tail -4
-
-step "benchmarks: the issue's shapes in float32 (TF32 allowed) and a bfloat16 subset"
-timeout "$(limit 170)" python3 -m fused_sigmoid bench --device cuda --allow-tf32 --dtypes float32 bfloat16 \
-  --impls fused compile eager-repeat --rounds 2 --min-run-time 0.05 \
-  --output "$out/cuda.csv" --plot "$out/cuda_speedup.png" >"$step_log" 2>&1 || { status=1; tail -5 "$step_log"; }
-keep; grep -E "^# .*failed" "$step_log"
 
 if [ -n "${CUTLASS_INCLUDE_DIR:-}" ]; then
   step "the CUTLASS forward's Ampere and Hopper kernels against cuBLAS + sigmoid on GEMM shapes, as time allows"
