@@ -260,24 +260,26 @@ LinearSigmoidGradients skinny_backward(
   LinearSigmoidGradients gradients;
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, y.scalar_type(), "linear_sigmoid_skinny_backward", [&] {
-    const SkinnyBackwardTile tile = skinny_backward_tile<scalar_t>(static_cast<int>(K), static_cast<int>(M));
-    const auto kernel = linear_sigmoid_skinny_backward_kernel<scalar_t>;
-    const int blocks = resident_blocks(reinterpret_cast<const void*>(kernel), tile.bytes, num_chunks);
-    kernel<<<blocks, kThreads, tile.bytes, stream>>>(
-        dy.const_data_ptr<scalar_t>(),
-        y.const_data_ptr<scalar_t>(),
-        x.const_data_ptr<scalar_t>(),
-        x.stride(0),
-        w.const_data_ptr<scalar_t>(),
-        N,
-        static_cast<int>(K),
-        static_cast<int>(M),
-        x.stride(0) == K && is_16_byte_aligned(x),
-        is_16_byte_aligned(dy) && is_16_byte_aligned(y),
-        output_mask[0] ? grad_input.mutable_data_ptr<scalar_t>() : nullptr,
-        output_mask[1] ? weight_partials.mutable_data_ptr<double>() : nullptr,
-        output_mask[2] ? bias_partials.mutable_data_ptr<double>() : nullptr);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    with_out_features(static_cast<int>(M), [&](auto out_features) {
+      constexpr int kOutFeatures = decltype(out_features)::value;
+      const SkinnyBackwardTile tile = skinny_backward_tile<scalar_t>(static_cast<int>(K), kOutFeatures);
+      const auto kernel = linear_sigmoid_skinny_backward_kernel<scalar_t, kOutFeatures>;
+      const int blocks = resident_blocks(reinterpret_cast<const void*>(kernel), tile.bytes, num_chunks);
+      kernel<<<blocks, kThreads, tile.bytes, stream>>>(
+          dy.const_data_ptr<scalar_t>(),
+          y.const_data_ptr<scalar_t>(),
+          x.const_data_ptr<scalar_t>(),
+          x.stride(0),
+          w.const_data_ptr<scalar_t>(),
+          N,
+          static_cast<int>(K),
+          x.stride(0) == K && is_16_byte_aligned(x),
+          is_16_byte_aligned(dy) && is_16_byte_aligned(y),
+          output_mask[0] ? grad_input.mutable_data_ptr<scalar_t>() : nullptr,
+          output_mask[1] ? weight_partials.mutable_data_ptr<double>() : nullptr,
+          output_mask[2] ? bias_partials.mutable_data_ptr<double>() : nullptr);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
     if (output_mask[0]) {
       std::get<0>(gradients) = grad_input.view(input.sizes());
     }

@@ -110,27 +110,27 @@ __host__ __device__ constexpr SkinnyBackwardTile skinny_backward_tile(int K, int
   return {rows, dy_offset, y_offset, stage_bytes, 2 * stage_bytes + dz_bytes};
 }
 
-// The kernels' static shared memory: the forward's weight and bias for M outputs, the backward's weight and its
-// threads' group sums, in opmath (the arrays they declare).
+// The kernels' static shared memory for M outputs (the arrays they declare): the forward's weight and bias, the
+// backward's weight in opmath and its threads' group sums in double.
 template <typename scalar_t>
 constexpr int skinny_forward_static_bytes(int M) {
   return (M * kMaxSkinnyInFeatures + M) * static_cast<int>(sizeof(at::opmath_type<scalar_t>));
 }
 template <typename scalar_t>
-constexpr int skinny_backward_static_bytes() {
-  return kMaxSkinnyOutFeatures * kMaxSkinnyInFeatures * static_cast<int>(sizeof(at::opmath_type<scalar_t>)) +
+constexpr int skinny_backward_static_bytes(int M) {
+  return M * kMaxSkinnyInFeatures * static_cast<int>(sizeof(at::opmath_type<scalar_t>)) +
       kThreads * static_cast<int>(sizeof(double));
 }
 
 // Whether every skinny shape's shared memory, static and dynamic, stays within the 48 KiB a block may take without
-// opting in to more: beyond it the launch would fail (float64's backward at K = 0 comes within 2 KiB).
+// opting in to more: beyond it the launch would fail (float64's backward at K = 0, M = 8 comes within 2 KiB).
 template <typename scalar_t>
 constexpr bool skinny_shared_memory_fits() {
   constexpr int kBlockBytes = 48 * 1024;
   for (int K = 0; K <= kMaxSkinnyInFeatures; ++K) {
     for (int M = 1; M <= kMaxSkinnyOutFeatures; ++M) {
       if (skinny_forward_tile<scalar_t>(K, M).bytes + skinny_forward_static_bytes<scalar_t>(M) > kBlockBytes ||
-          skinny_backward_tile<scalar_t>(K, M).bytes + skinny_backward_static_bytes<scalar_t>() > kBlockBytes) {
+          skinny_backward_tile<scalar_t>(K, M).bytes + skinny_backward_static_bytes<scalar_t>(M) > kBlockBytes) {
         return false;
       }
     }
@@ -318,7 +318,7 @@ __global__ void __launch_bounds__(kThreads) linear_sigmoid_skinny_kernel(
   }
 }
 
-// f(std::integral_constant<int, M>{}) for M = out_features in [1, kMaxSkinnyOutFeatures]: the skinny forward's
+// f(std::integral_constant<int, M>{}) for M = out_features in [1, kMaxSkinnyOutFeatures]: the skinny kernels'
 // instantiation for a run-time M.
 template <typename F>
 decltype(auto) with_out_features(int out_features, F&& f) {
@@ -340,7 +340,7 @@ decltype(auto) with_out_features(int out_features, F&& f) {
     default:
       static_assert(kMaxSkinnyOutFeatures == 8, "one case per out_features");
       // Callers take the skinny path only for 1 <= out_features <= kMaxSkinnyOutFeatures.
-      TORCH_INTERNAL_ASSERT(out_features == 8, "linear_sigmoid: no skinny forward for ", out_features, " outputs");
+      TORCH_INTERNAL_ASSERT(out_features == 8, "linear_sigmoid: no skinny kernel for ", out_features, " outputs");
       return f(std::integral_constant<int, 8>{});
   }
 }
@@ -354,12 +354,13 @@ decltype(auto) with_out_features(int out_features, F&& f) {
 // owns up to kMaxGradientsPerThread elements over all rows. A weight element's sum over a tile's rows is kept in
 // opmath and added to the chunk's in double (a float to double conversion per row would cost more than the sum);
 // the bias sums every dz in double, so that the bias gradient is the rounded exact sum. dx, weight_partials and
-// bias_partials are null when not asked for; the partials are (chunks, M * K) and (chunks, M). x_async: x's rows
+// bias_partials are null when not asked for; the partials are (chunks, M * K) and (chunks, M). M is a template
+// argument, as in the forward: grad_input's sum over m and the dz indexing unroll. x_async: x's rows
 // are contiguous and x is 16-byte aligned; grad_async: dy and y are 16-byte aligned. Asking for six blocks a
 // multiprocessor holds the registers to 40 a thread (64 otherwise: four blocks); on H100 and H200 shared memory
 // then admits six for most shapes, 3 -> 2 and 30 -> 1 in float32 among them. Nothing spills on sm_90, and 12
 // bytes of float64's on sm_80.
-template <typename scalar_t>
+template <typename scalar_t, int M>
 __global__ void __launch_bounds__(kThreads, 6) linear_sigmoid_skinny_backward_kernel(
     const scalar_t* __restrict__ dy,
     const scalar_t* __restrict__ y,
@@ -368,14 +369,14 @@ __global__ void __launch_bounds__(kThreads, 6) linear_sigmoid_skinny_backward_ke
     const scalar_t* __restrict__ w,
     int64_t rows,
     int K,
-    int M,
     bool x_async,
     bool grad_async,
     scalar_t* __restrict__ dx,
     double* __restrict__ weight_partials,
     double* __restrict__ bias_partials) {
+  static_assert(M >= 1 && M <= kMaxSkinnyOutFeatures, "out_features of the skinny backward");
   using opmath_t = at::opmath_type<scalar_t>;
-  __shared__ opmath_t w_shared[kMaxSkinnyOutFeatures * kMaxSkinnyInFeatures];
+  __shared__ opmath_t w_shared[M * kMaxSkinnyInFeatures];
   __shared__ double group_sums[kThreads];
   const SkinnyBackwardTile tile = skinny_backward_tile<scalar_t>(K, M);
   const auto stage = [&](int64_t j) { return skinny_tile_bytes + (j & 1) * tile.stage_bytes; };
@@ -450,6 +451,7 @@ __global__ void __launch_bounds__(kThreads, 6) linear_sigmoid_skinny_backward_ke
       int k = threadIdx.x - r * K;
       for (int o = threadIdx.x; o < tile_rows * K; o += blockDim.x) {
         opmath_t acc = opmath_t(0);
+#pragma unroll
         for (int m = 0; m < M; ++m) {
           acc += dz_tile[r * M + m] * w_shared[m * K + k];
         }

@@ -154,14 +154,15 @@ void run(const Case& c, cuda_on_cpu::BlockThreads& block, std::mt19937& generato
   Buffer<T> dx(c.mask[0] ? c.rows * c.K : 0);
   std::vector<double> weight_partials(c.mask[1] ? chunks * c.M * c.K : 0, NAN);
   std::vector<double> bias_partials(c.mask[2] ? chunks * c.M : 0, NAN);
-  const SkinnyBackwardTile backward_tile = skinny_backward_tile<T>(c.K, c.M);
-  block.launch(static_cast<int>(std::clamp<int64_t>(chunks, 1, c.grid)), backward_tile.bytes, &skinny_tile_bytes, [&] {
-    linear_sigmoid_skinny_backward_kernel<T>(dy.data(), y.data(), x, c.ldx, w.data(), c.rows, c.K, c.M,
-                                             c.ldx == c.K && is_16_byte_aligned(x),
-                                             is_16_byte_aligned(dy.data()) && is_16_byte_aligned(y.data()),
-                                             c.mask[0] ? dx.data() : nullptr,
-                                             c.mask[1] ? weight_partials.data() : nullptr,
-                                             c.mask[2] ? bias_partials.data() : nullptr);
+  with_out_features(c.M, [&](auto out_features) {
+    constexpr int kOutFeatures = decltype(out_features)::value;
+    const SkinnyBackwardTile tile = skinny_backward_tile<T>(c.K, kOutFeatures);
+    block.launch(static_cast<int>(std::clamp<int64_t>(chunks, 1, c.grid)), tile.bytes, &skinny_tile_bytes, [&] {
+      linear_sigmoid_skinny_backward_kernel<T, kOutFeatures>(
+          dy.data(), y.data(), x, c.ldx, w.data(), c.rows, c.K, c.ldx == c.K && is_16_byte_aligned(x),
+          is_16_byte_aligned(dy.data()) && is_16_byte_aligned(y.data()), c.mask[0] ? dx.data() : nullptr,
+          c.mask[1] ? weight_partials.data() : nullptr, c.mask[2] ? bias_partials.data() : nullptr);
+    });
   });
   std::vector<double> dz(c.rows * c.M);
   for (int64_t i = 0; i < c.rows * c.M; ++i) {
