@@ -54,6 +54,17 @@ def assert_within_twice_eager_error(ours, eager, exact, what):
     assert ours_error <= bound, f"{what}: our error {ours_error:.3g} exceeds twice eager's {eager_error:.3g}"
 
 
+def assert_layer_matches_eager(out, x, layer):
+    """A layer's output for x, and the gradients of one random grad_output through it to x, weight and bias, against
+    eager PyTorch's sigmoid(F.linear(...)) on the same tensors."""
+    expected = reference_linear_sigmoid(x, layer.weight, layer.bias)
+    torch.testing.assert_close(out, expected)
+    grad_output = torch.randn_like(out)
+    wrt = (x, layer.weight, layer.bias)
+    for ours, eager in zip(torch.autograd.grad(out, wrt, grad_output), torch.autograd.grad(expected, wrt, grad_output)):
+        torch.testing.assert_close(ours, eager)
+
+
 def assert_forward_matches_eager(out, x, w, b):
     """Forward parity. float64 must equal eager to a few ulps. In float32 the kernels sum the K products in another
     order than BLAS does, so neither result is the reference: each output is held to the float64 result, within

@@ -4,6 +4,7 @@ eager PyTorch in forward and gradients."""
 import pytest
 import torch
 
+from conftest import assert_layer_matches_eager
 from fused_sigmoid import FusedLinearSigmoid, LinearSigmoidFunction, linear_sigmoid, reference_linear_sigmoid
 
 
@@ -22,14 +23,7 @@ def test_compiled_module_matches_eager(backend, dynamic, device):
     compiled = torch.compile(layer, fullgraph=True, backend=backend, dynamic=dynamic)
     for rows in (4, 9):
         x = torch.randn(rows, 7, device=device, requires_grad=True)
-        out = compiled(x)
-        expected = reference_linear_sigmoid(x, layer.weight, layer.bias)
-        torch.testing.assert_close(out, expected)
-        grad_output = torch.randn_like(out)
-        ours = torch.autograd.grad(out, (x, layer.weight, layer.bias), grad_output)
-        eager = torch.autograd.grad(expected, (x, layer.weight, layer.bias), grad_output)
-        for a, e in zip(ours, eager):
-            torch.testing.assert_close(a, e)
+        assert_layer_matches_eager(compiled(x), x, layer)
 
 
 def test_compiled_functional_in_a_larger_function(device):

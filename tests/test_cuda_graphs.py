@@ -18,8 +18,9 @@ pytestmark = pytest.mark.skipif(not cuda_ready, reason=CUDA_REASON)
 SHAPES = [(4099, 3, 2), (1000, 30, 1), (512, 64, 64), (300, 200, 100)]
 
 
-def training_step(layer, x, grad_output):
-    y = layer(x)
+def training_step(layer, x, grad_output, forward=None):
+    """(y, grad_input, grad_weight, grad_bias) of the layer, or of forward(x, weight, bias) on its parameters."""
+    y = layer(x) if forward is None else forward(x, layer.weight, layer.bias)
     return (y, *torch.autograd.grad(y, (x, layer.weight, layer.bias), grad_output))
 
 
@@ -74,8 +75,7 @@ def test_captured_training_step_replays_on_new_data(shape, dtype):
                 assert torch.equal(replayed, ours)
             else:
                 torch.testing.assert_close(replayed, ours, **TOLERANCES[dtype])
-        y_reference = reference_linear_sigmoid(x, layer.weight, layer.bias)
-        reference = (y_reference, *torch.autograd.grad(y_reference, (x, layer.weight, layer.bias), grad_output))
+        reference = training_step(layer, x, grad_output, reference_linear_sigmoid)
         for replayed, expected in zip(captured, reference):
             torch.testing.assert_close(replayed, expected, **TOLERANCES[dtype])
 
@@ -90,8 +90,7 @@ def test_compiled_with_reduce_overhead_gives_eager_values():
         x.requires_grad_()
         # Outputs of a replayed graph live in its pool until the next run: the step's values are cloned at once.
         step = [t.clone() for t in training_step(compiled, x, grad_output)]
-        y_reference = reference_linear_sigmoid(x, layer.weight, layer.bias)
-        reference = (y_reference, *torch.autograd.grad(y_reference, (x, layer.weight, layer.bias), grad_output))
+        reference = training_step(layer, x, grad_output, reference_linear_sigmoid)
         for value, expected in zip(step, reference):
             torch.testing.assert_close(value, expected, rtol=1e-10, atol=1e-10)
     # Inductor falls back to running without graphs, silently, where it cannot capture one.

@@ -10,7 +10,7 @@ from typing import Optional
 import pytest
 import torch
 
-from conftest import leaves
+from conftest import assert_layer_matches_eager, leaves
 from fused_sigmoid import FusedLinearSigmoid, SimpleNN, TutorialSimpleNN, linear_sigmoid, reference_linear_sigmoid
 
 OP = "fused_sigmoid::linear_sigmoid"
@@ -25,14 +25,7 @@ def test_scripted_module_calls_the_op_with_eager_values_and_gradients(device):
     scripted = torch.jit.script(layer)
     assert OP in str(scripted.graph)
     x = torch.randn(7, 3, 5, dtype=torch.float64, device=device, requires_grad=True)
-    out = scripted(x)
-    expected = reference_linear_sigmoid(x, layer.weight, layer.bias)
-    torch.testing.assert_close(out, expected)
-    grad_output = torch.randn_like(out)
-    ours = torch.autograd.grad(out, (x, layer.weight, layer.bias), grad_output)
-    eager = torch.autograd.grad(expected, (x, layer.weight, layer.bias), grad_output)
-    for a, e in zip(ours, eager):
-        torch.testing.assert_close(a, e)
+    assert_layer_matches_eager(scripted(x), x, layer)
 
 
 def test_scripted_function_calling_linear_sigmoid(device):
