@@ -5,11 +5,13 @@
 # compute-sanitizer's racecheck over the skinny kernels (tests/test_skinny_kernels_on_cpu.py checks their barriers on
 # every machine; this checks them on the hardware), then, as time allows, times the CUTLASS forward's Ampere and Hopper
 # kernels against cuBLAS + sigmoid on GEMM shapes (to set the CUTLASS path's bound and choose its kernels), profiles the
-# skinny kernels with Nsight Compute, compares with torch.compile(mode="max-autotune") on the mid shapes and runs the
-# rest of the test suite, and prints a short table last. Into the folder given as the argument go check.log (every
+# skinny kernels with Nsight Compute, compares with torch.compile(mode="max-autotune") on the mid shapes, times the
+# mid shapes' parts beside alternatives to them (benchmarks/cuda_alternatives.py) and runs the rest of the test suite,
+# and prints a short table last. Into the folder given as the argument go check.log (every
 # step's full output, in order), cuda.csv, cuda_speedup.png, cuda_gemm_bound_0.csv, cuda_gemm_bound_8192.csv and
 # cuda_gemm_bound_8192_hopper.csv (the same shapes with every forward on cuBLAS, with the Ampere CUTLASS kernels taking
-# all of them, and with the Hopper ones) and cuda_max_autotune.csv: seven files, within what a lent machine sends back.
+# all of them, and with the Hopper ones), cuda_max_autotune.csv and cuda_alternatives.csv: eight files, as many as a
+# lent machine sends back.
 # The steps share one budget of 7.5 minutes (CHECK_SECONDS), most important first, each cut off where it would overrun
 # it.
 #
@@ -181,6 +183,11 @@ timeout "$(limit 120)" python3 -m fused_sigmoid bench --device cuda --allow-tf32
   --min-run-time 0.05 --output "$out/cuda_max_autotune.csv" --plot /tmp/cuda_max_autotune.png \
   >"$step_log" 2>&1 || { echo "max-autotune comparison cut short:"; tail -3 "$step_log"; }
 keep
+
+step "the mid shapes' parts beside alternatives (blocks of rows for the forward, batched weight gradients), as time allows"
+timeout "$(limit 60)" python3 benchmarks/cuda_alternatives.py --output "$out/cuda_alternatives.csv" >"$step_log" 2>&1 \
+  || echo "alternatives cut short or failed (not a failure of the check)" | tee -a "$step_log"
+keep; grep -E "failed" "$step_log" | head -5
 
 step "the rest of the test suite (CPU cases, on this machine's torch), as time allows"
 timeout "$(limit 90)" python3 -m pytest tests "${pytest_args[@]}" -k "not cuda" >"$step_log" 2>&1

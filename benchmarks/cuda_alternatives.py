@@ -1,0 +1,196 @@
+"""The CUDA path's parts on the mid shapes, timed beside alternatives the op could take, so that one GPU run says
+which to build. Each line is one call's median time (CUDA events, batches of about a millisecond, inputs rotated
+among copies three times the L2) and the bytes it must move over that time.
+
+Forward (65536 x 256 -> 256 runs cuBLAS with the bias, then the sigmoid over the output; the CUTLASS epilogue is
+the other answer, timed by gpu_check.sh): the GEMM alone, the sigmoid alone, both, and both per block of rows small
+enough that the sigmoid reads the block while the GEMM has just left it in L2, eagerly and replayed from a CUDA graph
+(the graph takes the host's launch cost out: if blocks win only there, they lose in eager use).
+
+Backward (dz pass, then cuBLAS for grad_input = dz @ W and grad_weight = dz^T @ x): each part alone, and the weight
+gradient as C GEMMs over C blocks of rows at once (a batched GEMM with float partials, then their sum), since a
+single GEMM with a 65536-long inner dimension and a 64 x 64 result has few tiles to spread over the GPU.
+
+  python benchmarks/cuda_alternatives.py --output cuda_alternatives.csv [--shapes 65536x64x64 ...]
+"""
+
+import argparse
+import itertools
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from fused_sigmoid import linear_sigmoid
+from fused_sigmoid.bench import copy_bandwidth, machine_name, median_seconds, parse_shape, write_csv
+
+ROW_BLOCKS = (8192, 16384, 32768)
+SPLITS = (8, 32, 128)
+
+
+def copies_for(bytes_per_copy: int, device: str) -> int:
+    """Copies of the per-batch tensors that together are three times the L2, so every call reads from memory."""
+    if device != "cuda":
+        return 1
+    l2_bytes = torch.cuda.get_device_properties(torch.cuda.current_device()).L2_cache_size
+    return min(64, max(1, math.ceil(3 * l2_bytes / bytes_per_copy)))
+
+
+def rotating(calls: list[Callable[[], object]]) -> Callable[[], object]:
+    turn = itertools.cycle(calls)
+    return lambda: next(turn)()
+
+
+def graphed(calls: list[Callable[[], object]]) -> Callable[[], object]:
+    """The same calls, each captured once in a CUDA graph (warmed up on a side stream first, as capture asks)."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for call in calls:
+            call()
+    torch.cuda.current_stream().wait_stream(side)
+    graphs = []
+    for call in calls:
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            call()
+        graphs.append(graph)
+    return rotating([graph.replay for graph in graphs])
+
+
+# A variant: the bytes it must move at least (in elements of the dtype), and one call per copy of the inputs.
+Variant = tuple[int, list[Callable[[], object]]]
+
+
+def forward_variants(xs, w, b, ys) -> dict[str, Variant]:
+    n, k = xs[0].shape
+    m = w.shape[0]
+
+    def gemm(x, y):
+        return lambda: torch.addmm(b, x, w.t(), out=y)
+
+    def gemm_then_sigmoid(x, y, block_rows):
+        def call():
+            for start in range(0, n, block_rows):
+                rows = slice(start, start + block_rows)
+                torch.addmm(b, x[rows], w.t(), out=y[rows])
+                y[rows].sigmoid_()
+        return call
+
+    gemm_elements = n * k + n * m
+    variants = {
+        "ours (linear_sigmoid)": (gemm_elements, [lambda x=x: linear_sigmoid(x, w, b) for x in xs]),
+        "cuBLAS GEMM + bias alone": (gemm_elements, [gemm(x, y) for x, y in zip(xs, ys)]),
+        "sigmoid_ alone": (2 * n * m, [y.sigmoid_ for y in ys]),
+        "GEMM, then sigmoid_": (gemm_elements, [gemm_then_sigmoid(x, y, n) for x, y in zip(xs, ys)]),
+    }
+    for block_rows in ROW_BLOCKS:
+        if block_rows < n:
+            variants[f"GEMM, then sigmoid_, blocks of {block_rows} rows"] = (
+                gemm_elements, [gemm_then_sigmoid(x, y, block_rows) for x, y in zip(xs, ys)])
+    return variants
+
+
+def split_weight_grad(dz: torch.Tensor, x: torch.Tensor, splits: int) -> torch.Tensor:
+    """dz^T @ x as one GEMM per block of rows, all in one batched call, then the sum of the blocks' results."""
+    blocks_dz = dz.view(splits, -1, dz.shape[1]).transpose(1, 2)
+    blocks_x = x.view(splits, -1, x.shape[1])
+    if dz.dtype in (torch.bfloat16, torch.float16):
+        # Float partials for the half types (bmm's out_dtype, on CUDA), as the op's own sums are.
+        return torch.bmm(blocks_dz, blocks_x, out_dtype=torch.float32).sum(0).to(dz.dtype)
+    return torch.bmm(blocks_dz, blocks_x).sum(0)
+
+
+def backward_variants(dys, ys, xs, w, dzs) -> dict[str, Variant]:
+    n, k = xs[0].shape
+    m = w.shape[0]
+    mask = [True, True, True]
+    variants = {
+        "ours (linear_sigmoid_backward)": (2 * n * m + 2 * n * k, [
+            lambda dy=dy, y=y, x=x: torch.ops.fused_sigmoid.linear_sigmoid_backward(dy, y, x, w, mask)
+            for dy, y, x in zip(dys, ys, xs)]),
+        "dz = sigmoid_backward(dy, y)": (3 * n * m, [
+            lambda dy=dy, y=y: torch.ops.aten.sigmoid_backward(dy, y) for dy, y in zip(dys, ys)]),
+        "db = dz.sum(0)": (n * m, [lambda dz=dz: dz.sum(0) for dz in dzs]),
+        "dx = dz @ W": (n * m + n * k, [lambda dz=dz: torch.mm(dz, w) for dz in dzs]),
+        "dW = dz^T @ x": (n * m + n * k, [lambda dz=dz, x=x: torch.mm(dz.t(), x) for dz, x in zip(dzs, xs)]),
+    }
+    for splits in SPLITS:
+        if n % splits == 0:
+            variants[f"dW as {splits} batched GEMMs + sum"] = (n * m + n * k, [
+                lambda dz=dz, x=x, splits=splits: split_weight_grad(dz, x, splits) for dz, x in zip(dzs, xs)])
+    return variants
+
+
+def measure(shape, dtype, device, bandwidth, min_run_time, machine) -> list[dict]:
+    n, k, m = shape
+    generator = torch.Generator().manual_seed(0)
+
+    def randn(*size):
+        return torch.randn(*size, generator=generator).to(device, dtype)
+
+    w, b = randn(m, k) / math.sqrt(k), randn(m)
+    size = torch.finfo(dtype).bits // 8
+    copies = copies_for((n * k + 3 * n * m) * size, device)
+    xs = [randn(n, k) for _ in range(copies)]
+    ys = [torch.sigmoid(torch.addmm(b, x, w.t())) for x in xs]
+    dys = [randn(n, m) for _ in range(copies)]
+    dzs = [torch.ops.aten.sigmoid_backward(dy, y) for dy, y in zip(dys, ys)]
+    outs = [torch.empty(n, m, device=device, dtype=dtype) for _ in range(copies)]
+    rows = []
+    for part, variants in (("forward", forward_variants(xs, w, b, outs)),
+                           ("backward", backward_variants(dys, ys, xs, w, dzs))):
+        for name, (elements, calls) in variants.items():
+            timings = {"eager": rotating(calls)}
+            if device == "cuda" and name.startswith("GEMM, then"):
+                timings["CUDA graph"] = graphed(calls)
+            for launch, fn in timings.items():
+                try:
+                    for _ in range(3):
+                        fn()
+                    median, iqr = median_seconds(fn, torch.get_num_threads(), min_run_time, device)
+                except Exception as error:  # a variant the machine's torch lacks is reported, not fatal
+                    print(f"# {name}: failed ({type(error).__name__}: {error})"[:200])
+                    continue
+                row = dict(machine=machine, torch=torch.__version__, dtype=str(dtype).replace("torch.", ""), N=n,
+                           K=k, M=m, batch_copies=copies, part=part, variant=name, launch=launch,
+                           median_ms=median * 1e3, iqr_ms=iqr * 1e3, bytes=elements * size,
+                           fraction_of_copy_bandwidth=elements * size / median / bandwidth)
+                rows.append(row)
+                print(f"{row['dtype']:>9} {f'{n}x{k}->{m}':>16} {part:>8} {name:>46} {launch:>10} "
+                      f"{row['median_ms']:>9.4f} {100 * row['fraction_of_copy_bandwidth']:>6.1f}", flush=True)
+    return rows
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda", choices=("cuda", "cpu"),
+                        help="cpu only tries the script out on small shapes: the question is the GPU's")
+    parser.add_argument("--shapes", nargs="*", type=parse_shape, default=[(65536, 64, 64), (65536, 256, 256)])
+    parser.add_argument("--dtypes", nargs="*", default=["float32", "bfloat16"])
+    parser.add_argument("--min-run-time", type=float, default=0.05, help="seconds of timing per line")
+    parser.add_argument("--output", type=Path, required=True, help="CSV")
+    args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("cuda_alternatives: this machine's torch sees no CUDA device")
+        return 1
+    torch.backends.cuda.matmul.allow_tf32 = True
+    started = time.time()
+    machine = machine_name(args.device)
+    bandwidth = copy_bandwidth(torch.get_num_threads(), args.device)
+    print(f"# {machine}; torch {torch.__version__}; TF32 allowed; copy bandwidth {bandwidth / 1e9:.0f} GB/s")
+    print(f"{'dtype':>9} {'shape':>16} {'part':>8} {'variant':>46} {'launch':>10} {'ms':>9} {'copy %':>6}")
+    rows = []
+    for dtype in (getattr(torch, name) for name in args.dtypes):
+        for shape in args.shapes:
+            rows += measure(shape, dtype, args.device, bandwidth, args.min_run_time, machine)
+            write_csv(rows, args.output)  # after every shape, so a run cut short keeps what it measured
+    print(f"# wrote {args.output}; {time.time() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
