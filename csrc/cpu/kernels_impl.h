@@ -246,8 +246,8 @@ void dot_rows_vectorized(const scalar_t* x, int64_t ldx, const T* w, const T* b,
 // thread may read what was stored.
 template <typename T>
 inline void store_streaming(const Vectorized<T>& v, T* p) {
-  constexpr uintptr_t alignment = sizeof(Vectorized<T>);
 #if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
+  constexpr uintptr_t alignment = sizeof(Vectorized<T>);
   if (reinterpret_cast<uintptr_t>(p) % alignment == 0) {
 #if defined(CPU_CAPABILITY_AVX512)
     if constexpr (std::is_same_v<T, float>) {
