@@ -16,6 +16,9 @@ CASES = [
     ("direct exact-shape bfloat16", 3000, 3, 2, torch.bfloat16),
     # An odd row count: a thread's range then starts off a multiple of the kernel's four-row groups.
     ("direct vectorised", 9001, 30, 5, torch.float64),
+    ("direct vectorised float32", 9001, 30, 5, torch.float32),
+    # Its backward is the GEMM path's (bfloat16 takes the direct backward on the exact shapes only).
+    ("direct vectorised bfloat16", 9001, 30, 3, torch.bfloat16),
     ("tiled", 1000, 64, 64, torch.float32),
     ("tiled, one vector wide", 1001, 64, 12, torch.float32),
     ("tiled, 9 outputs", 1000, 64, 9, torch.float64),
@@ -138,7 +141,7 @@ def test_deterministic_forward_is_the_same_at_one_and_two_threads(case, restore_
 
 # The half types' GEMM-path weight gradient is BLAS's, whose sum over the rows follows the thread count: under
 # deterministic mode the op says so (PyTorch's alert) instead of returning it.
-BLAS_WEIGHT_GRADIENT = {"GEMM bfloat16"}
+BLAS_WEIGHT_GRADIENT = {"GEMM bfloat16", "direct vectorised bfloat16"}
 
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)

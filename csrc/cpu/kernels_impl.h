@@ -10,6 +10,7 @@
 #include <ATen/cpu/vec/vec.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <type_traits>
 #include <utility>
@@ -153,6 +154,59 @@ inline T horizontal_sum(const Vectorized<T>& v) {
   }
 }
 
+// The lane sums of four float vectors at once, each added in exactly horizontal_sum's order (a butterfly that pairs
+// lane i with i ^ 8, then i ^ 4, i ^ 2, i ^ 1 on AVX-512; i ^ 4, i ^ 2, i ^ 1 on AVX2), so a row sums to the same
+// bits in a group of four as alone. The butterfly's first levels interleave the four vectors instead of reducing
+// each one in full: about a quarter of the shuffles and additions. Summed one vector at a time, the reductions took
+// a third of the forward's time at 262144 x 30 -> 1 and 65536 x 64 -> 2 in bfloat16.
+inline std::array<float, 4> horizontal_sums(const Vectorized<float> (&v)[4]) {
+  std::array<float, 4> sums;
+#if defined(CPU_CAPABILITY_AVX512)
+  // Lanes 0-7 of ab hold a's pairs (i, i + 8), lanes 8-15 b's; the same for cd.
+  const __m512 ab = _mm512_add_ps(_mm512_shuffle_f32x4(v[0], v[1], 0x44), _mm512_shuffle_f32x4(v[0], v[1], 0xEE));
+  const __m512 cd = _mm512_add_ps(_mm512_shuffle_f32x4(v[2], v[3], 0x44), _mm512_shuffle_f32x4(v[2], v[3], 0xEE));
+  // Each 128-bit block now holds one vector's pairs (i, i ^ 4): a, b, c, d in blocks 0-3.
+  __m512 t = _mm512_add_ps(_mm512_shuffle_f32x4(ab, cd, 0x88), _mm512_shuffle_f32x4(ab, cd, 0xDD));
+  t = _mm512_add_ps(t, _mm512_shuffle_ps(t, t, 0x4E));
+  t = _mm512_add_ps(t, _mm512_shuffle_ps(t, t, 0xB1));
+  // The totals are lanes 0, 4, 8 and 12.
+  _mm_storeu_ps(sums.data(), _mm512_castps512_ps128(_mm512_permutexvar_ps(
+      _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), t)));
+#elif defined(CPU_CAPABILITY_AVX2)
+  // The low 128 bits of ab hold a's pairs (i, i + 4), the high 128 b's; the same for cd.
+  const __m256 ab =
+      _mm256_add_ps(_mm256_permute2f128_ps(v[0], v[1], 0x20), _mm256_permute2f128_ps(v[0], v[1], 0x31));
+  const __m256 cd =
+      _mm256_add_ps(_mm256_permute2f128_ps(v[2], v[3], 0x20), _mm256_permute2f128_ps(v[2], v[3], 0x31));
+  // Pairs (i, i ^ 2): a and c in the low 128 bits, b and d in the high.
+  __m256 t = _mm256_add_ps(_mm256_shuffle_ps(ab, cd, 0x44), _mm256_shuffle_ps(ab, cd, 0xEE));
+  t = _mm256_add_ps(t, _mm256_shuffle_ps(t, t, 0xB1));
+  // The totals of a, b, c and d are lanes 0, 4, 2 and 6.
+  _mm_storeu_ps(sums.data(),
+                _mm256_castps256_ps128(_mm256_permutevar8x32_ps(t, _mm256_setr_epi32(0, 4, 2, 6, 0, 0, 0, 0))));
+#else
+  for (int i = 0; i < 4; ++i) {
+    sums[i] = horizontal_sum(v[i]);
+  }
+#endif
+  return sums;
+}
+
+// z[i * M + m] = the lane sum of acc[i] + bias, for a group of R rows.
+template <int R, typename T>
+inline void store_row_sums(const Vectorized<T> (&acc)[R], T bias, int64_t M, T* z) {
+  if constexpr (R == 4 && std::is_same_v<T, float>) {
+    const std::array<float, 4> sums = horizontal_sums(acc);
+    for (int i = 0; i < R; ++i) {
+      z[i * M] = sums[i] + bias;
+    }
+  } else {
+    for (int i = 0; i < R; ++i) {
+      z[i * M] = horizontal_sum(acc[i]) + bias;
+    }
+  }
+}
+
 // Full vectors where they fit: at::vec's partial loads and stores go through memory on AVX2.
 template <typename T>
 inline Vectorized<T> load_columns(const T* p, int64_t count) {
@@ -179,9 +233,7 @@ inline void dot_row_group(const T* x, int64_t ldx, const T* w, const T* b, int64
         acc[i] = at::vec::fmadd(Vec::loadu(x + i * ldx + k, count), wk, acc[i]);
       }
     }
-    for (int i = 0; i < R; ++i) {
-      z[i * M + m] = horizontal_sum(acc[i]) + b[m];
-    }
+    store_row_sums<R>(acc, b[m], M, z + m);
   }
 }
 
@@ -212,9 +264,7 @@ inline void dot_half_row_group(const scalar_t* x, int64_t ldx, const float* w, c
         acc[i] = at::vec::fmadd(high, w_high, at::vec::fmadd(low, w_low, acc[i]));
       }
     }
-    for (int i = 0; i < R; ++i) {
-      z[i * M + m] = horizontal_sum(acc[i]) + b[m];
-    }
+    store_row_sums<R>(acc, b[m], M, z + m);
   }
 }
 
