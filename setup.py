@@ -14,18 +14,14 @@ from torch.utils import cpp_extension
 
 # Each of these kernel files is compiled with its own instruction-set flags; csrc/cpu/kernel_dispatch.cpp picks
 # one at run time by the capability ATen reports. Flags follow ATen's own for the same capabilities.
-# GCC cannot follow gemm_tile's block_sums (csrc/cpu/kernels_impl.h) through its first tile, which writes every
-# element before any is read, and printed some 190 false "may be used uninitialized" warnings per file; a pragma
-# around the function does not reach the inlined intrinsics they are reported in. Other compilers ignore the flag.
-KERNEL_WARNINGS = ["-Wno-maybe-uninitialized"]
 X86_CAPABILITIES = {
-    "csrc/cpu/capability/default.cpp": ["-DCPU_CAPABILITY=DEFAULT", "-DCPU_CAPABILITY_DEFAULT", *KERNEL_WARNINGS],
+    "csrc/cpu/capability/default.cpp": ["-DCPU_CAPABILITY=DEFAULT", "-DCPU_CAPABILITY_DEFAULT"],
     "csrc/cpu/capability/avx2.cpp": [
-        "-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2", "-mavx2", "-mfma", "-mf16c", *KERNEL_WARNINGS,
+        "-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2", "-mavx2", "-mfma", "-mf16c",
     ],
     "csrc/cpu/capability/avx512.cpp": [
         "-DCPU_CAPABILITY=AVX512", "-DCPU_CAPABILITY_AVX512",
-        "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma", "-mf16c", *KERNEL_WARNINGS,
+        "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma", "-mf16c",
     ],
 }
 OTHER_CAPABILITIES = {"csrc/cpu/capability/default.cpp": X86_CAPABILITIES["csrc/cpu/capability/default.cpp"]}

@@ -1,5 +1,12 @@
 // Body of the CPU kernels, included by capability/*.cpp: CPU_CAPABILITY names the namespace and tells at::vec
 // which instructions to use (AVX512, AVX2 or the portable DEFAULT).
+//
+// GCC cannot follow gemm_tile's block_sums (below) through its first tile, which writes every element before any is
+// read, and printed some 190 false "may be used uninitialized" warnings per capability file, at the intrinsics
+// inlined there: hence off for the whole file, before the headers that define them.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #pragma once
 
 #include "kernels.h"
@@ -135,30 +142,46 @@ std::pair<FixedForward<T>, FixedBackward<T>> fixed_kernels(int64_t K, int64_t M)
   }
 }
 
-// The sum of a vector's lanes. ATen has shuffle-based reductions for float only; for double its generic one
-// round-trips through memory once per lane, which made float64 rows four times slower than BLAS.
+// The sum of a vector's lanes by a butterfly: lane i gets lane i + V/2 added, then i + V/4, and so on, the order
+// that horizontal_sums keeps for four vectors at once. ATen's vec_reduce_all is this butterfly for float only where
+// it was compiled by GCC (elsewhere a serial sum), and for double round-trips through memory once per lane, which
+// made float64 rows four times slower than BLAS: so it is written here.
 template <typename T>
 inline T horizontal_sum(const Vectorized<T>& v) {
+#if defined(CPU_CAPABILITY_AVX512)
   if constexpr (std::is_same_v<T, float>) {
-    return at::vec::vec_reduce_all<float>([](Vectorized<float> p, Vectorized<float> q) { return p + q; }, v);
-  } else {
-    constexpr int64_t V = Vectorized<T>::size();
-    T lanes[V];
-    v.store(lanes);
-    for (int64_t width = V / 2; width > 0; width /= 2) {
-      for (int64_t i = 0; i < width; ++i) {
-        lanes[i] += lanes[i + width];
-      }
-    }
-    return lanes[0];
+    __m512 t = v;
+    t = _mm512_add_ps(t, _mm512_shuffle_f32x4(t, t, 0x4E));
+    t = _mm512_add_ps(t, _mm512_shuffle_f32x4(t, t, 0xB1));
+    t = _mm512_add_ps(t, _mm512_shuffle_ps(t, t, 0x4E));
+    t = _mm512_add_ps(t, _mm512_shuffle_ps(t, t, 0xB1));
+    return _mm512_cvtss_f32(t);
   }
+#elif defined(CPU_CAPABILITY_AVX2)
+  if constexpr (std::is_same_v<T, float>) {
+    __m256 t = v;
+    t = _mm256_add_ps(t, _mm256_permute2f128_ps(t, t, 0x1));
+    t = _mm256_add_ps(t, _mm256_shuffle_ps(t, t, 0x4E));
+    t = _mm256_add_ps(t, _mm256_shuffle_ps(t, t, 0xB1));
+    return _mm256_cvtss_f32(t);
+  }
+#endif
+  constexpr int64_t V = Vectorized<T>::size();
+  T lanes[V];
+  v.store(lanes);
+  for (int64_t width = V / 2; width > 0; width /= 2) {
+    for (int64_t i = 0; i < width; ++i) {
+      lanes[i] += lanes[i + width];
+    }
+  }
+  return lanes[0];
 }
 
 // The lane sums of four float vectors at once, each added in exactly horizontal_sum's order (a butterfly that pairs
 // lane i with i ^ 8, then i ^ 4, i ^ 2, i ^ 1 on AVX-512; i ^ 4, i ^ 2, i ^ 1 on AVX2), so a row sums to the same
 // bits in a group of four as alone. The butterfly's first levels interleave the four vectors instead of reducing
-// each one in full: about a quarter of the shuffles and additions. Summed one vector at a time, the reductions took
-// a third of the forward's time at 262144 x 30 -> 1 and 65536 x 64 -> 2 in bfloat16.
+// each one in full: about half the shuffles and additions, and 1.04-1.22x faster direct forwards at one thread
+// (262144 x 16 -> 1 and 65536 x 128 -> 4 in float, 65536 x 64 -> 2 in bfloat16).
 inline std::array<float, 4> horizontal_sums(const Vectorized<float> (&v)[4]) {
   std::array<float, 4> sums;
 #if defined(CPU_CAPABILITY_AVX512)
@@ -192,7 +215,7 @@ inline std::array<float, 4> horizontal_sums(const Vectorized<float> (&v)[4]) {
   return sums;
 }
 
-// z[i * M + m] = the lane sum of acc[i] + bias, for a group of R rows.
+// z[i * M] = the lane sum of acc[i] + bias, for a group of R rows (z points at one output column of the first).
 template <int R, typename T>
 inline void store_row_sums(const Vectorized<T> (&acc)[R], T bias, int64_t M, T* z) {
   if constexpr (R == 4 && std::is_same_v<T, float>) {

@@ -39,21 +39,26 @@ bool is_fixed_shape(int64_t in_features, int64_t out_features) {
 // The forward's dot products read half rows in place, widening them in registers, and beat oneDNN on narrow
 // products where its kernel for the type is slow (one thread, against eager). bfloat16 with up to 4 outputs, once
 // the rows are long enough to outweigh each dot product's final sum across a vector: 8192 x 4096 -> 1 1.7x,
-// 65536 x 128 -> 4 1.6x, 65536 x 64 -> 2 1.5x, but 8 outputs 0.5-1.2x. Since four rows' sums are reduced together,
-// rows from 16 values on: 262144 x 30 -> 1 1.07x at one thread, 1.15x at two (oneDNN's 0.96-0.99x), 262144 x 16 -> 1
-// 1.03x and 1.06x (was 64: 262144 x 30 -> 1 ran 0.93x on this kernel then). float16 on short
+// 65536 x 128 -> 4 1.6x, 65536 x 64 -> 2 1.5x, but 8 outputs 0.5-1.2x. With one or two outputs, shorter rows too,
+// since four rows' sums are reduced together: 65536 x 32 -> 2 1.5x (1.6x at two threads), 131072 x 24 -> 2 1.2x,
+// 262144 x 30 -> 1 1.1x (oneDNN's 0.97-0.99x); three or four outputs on rows under 64 values stay with oneDNN
+// (65536 x 16 -> 4 0.73x, 65536 x 48 -> 3 0.95x, 65536 x 60 -> 4 0.90-0.96x on this kernel). float16 on short
 // rows, where oneDNN's float16 kernel is slower still: 262144 x 30 -> 1 4.8x, 65536 x 64 -> 8 4.4x,
 // 65536 x 128 -> 4 3.4x, 1048576 x 128 -> 1 1.8x, 65536 x 192 -> 1 1.2x; from 256 inputs on it ran 1.2-1.8x faster
 // than ours (rows of 512 bytes and more, read four at a time, stream from memory at half speed here in either type).
 constexpr int64_t kMaxDirectBFloat16OutFeatures = 4;
-constexpr int64_t kMinDirectBFloat16InFeatures = 16;
+constexpr int64_t kMinDirectBFloat16InFeatures = 64;
+constexpr int64_t kMaxDirectBFloat16ShortRowOutFeatures = 2;
+constexpr int64_t kMinDirectBFloat16ShortRowInFeatures = 16;
 constexpr int64_t kMaxDirectFloat16InFeatures = 192;
 
 bool use_direct_forward(int64_t in_features, int64_t out_features, at::ScalarType dtype) {
   switch (dtype) {
     case at::kBFloat16:
       return is_fixed_shape(in_features, out_features) ||
-          (out_features <= kMaxDirectBFloat16OutFeatures && in_features >= kMinDirectBFloat16InFeatures);
+          (out_features <= kMaxDirectBFloat16OutFeatures && in_features >= kMinDirectBFloat16InFeatures) ||
+          (out_features <= kMaxDirectBFloat16ShortRowOutFeatures &&
+           in_features >= kMinDirectBFloat16ShortRowInFeatures);
     case at::kHalf:
       return is_fixed_shape(in_features, out_features) ||
           (out_features <= kMaxDirectOutFeatures && in_features <= kMaxDirectFloat16InFeatures);
