@@ -1,6 +1,8 @@
 """The CUDA path's parts on the mid shapes, timed beside alternatives the op could take, so that one GPU run says
 which to build. Each line is one call's median time (CUDA events, batches of about a millisecond, inputs rotated
-among copies three times the L2) and the bytes it must move over that time.
+among copies so that even the smallest tensor a call touches is three times the L2 over the copies) and the bytes it
+must move over that time. Each variant's result on the first copy is checked against a float64 reference before it
+is timed (once more after its CUDA graph replays): a variant that computes something else is reported, not timed.
 
 Forward (65536 x 256 -> 256 runs cuBLAS with the bias, then the sigmoid over the output; the CUTLASS epilogue is
 the other answer, timed by gpu_check.sh): the GEMM alone, the sigmoid alone, both, and both per block of rows small
@@ -20,23 +22,25 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional, Union
 
 import torch
 
 from fused_sigmoid import linear_sigmoid
 from fused_sigmoid.bench import copy_bandwidth, machine_name, median_seconds, parse_shape, write_csv
+from fused_sigmoid.reference import reference_linear_sigmoid
 
 ROW_BLOCKS = (8192, 16384, 32768)
 SPLITS = (8, 32, 128)
+Results = Union[torch.Tensor, tuple[torch.Tensor, ...]]
 
 
-def copies_for(bytes_per_copy: int, device: str) -> int:
-    """Copies of the per-batch tensors that together are three times the L2, so every call reads from memory."""
+def copies_for(smallest_tensor_bytes: int, device: str) -> int:
+    """Copies of the per-batch tensors such that a pass over any one of them is three times the L2."""
     if device != "cuda":
         return 1
     l2_bytes = torch.cuda.get_device_properties(torch.cuda.current_device()).L2_cache_size
-    return min(64, max(1, math.ceil(3 * l2_bytes / bytes_per_copy)))
+    return min(64, max(1, math.ceil(3 * l2_bytes / smallest_tensor_bytes)))
 
 
 def rotating(calls: list[Callable[[], object]]) -> Callable[[], object]:
@@ -45,7 +49,8 @@ def rotating(calls: list[Callable[[], object]]) -> Callable[[], object]:
 
 
 def graphed(calls: list[Callable[[], object]]) -> Callable[[], object]:
-    """The same calls, each captured once in a CUDA graph (warmed up on a side stream first, as capture asks)."""
+    """The same calls, each captured once in a CUDA graph (warmed up on a side stream first, as capture asks); the
+    first call of the result replays the first copy's graph."""
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
@@ -61,13 +66,16 @@ def graphed(calls: list[Callable[[], object]]) -> Callable[[], object]:
     return rotating([graph.replay for graph in graphs])
 
 
-# A variant: the bytes it must move at least (in elements of the dtype), and one call per copy of the inputs.
-Variant = tuple[int, list[Callable[[], object]]]
+# A variant: the elements it must move at least, one call per copy of the inputs (each returning what it computed),
+# and what the first copy's call must return (None: nothing to check, as for the sigmoid of whatever y holds).
+Variant = tuple[int, list[Callable[[], Results]], Optional[Results]]
 
 
-def forward_variants(xs, w, b, ys) -> dict[str, Variant]:
+def forward_variants(xs, w, b, outs) -> dict[str, Variant]:
     n, k = xs[0].shape
     m = w.shape[0]
+    wide = [t.double() for t in (xs[0], w, b)]
+    layer, pre_activation = reference_linear_sigmoid(*wide), torch.addmm(wide[2], wide[0], wide[1].t())
 
     def gemm(x, y):
         return lambda: torch.addmm(b, x, w.t(), out=y)
@@ -78,19 +86,20 @@ def forward_variants(xs, w, b, ys) -> dict[str, Variant]:
                 rows = slice(start, start + block_rows)
                 torch.addmm(b, x[rows], w.t(), out=y[rows])
                 y[rows].sigmoid_()
+            return y
         return call
 
-    gemm_elements = n * k + n * m
+    elements = n * k + n * m
     variants = {
-        "ours (linear_sigmoid)": (gemm_elements, [lambda x=x: linear_sigmoid(x, w, b) for x in xs]),
-        "cuBLAS GEMM + bias alone": (gemm_elements, [gemm(x, y) for x, y in zip(xs, ys)]),
-        "sigmoid_ alone": (2 * n * m, [y.sigmoid_ for y in ys]),
-        "GEMM, then sigmoid_": (gemm_elements, [gemm_then_sigmoid(x, y, n) for x, y in zip(xs, ys)]),
+        "ours (linear_sigmoid)": (elements, [lambda x=x: linear_sigmoid(x, w, b) for x in xs], layer),
+        "cuBLAS GEMM + bias alone": (elements, [gemm(x, y) for x, y in zip(xs, outs)], pre_activation),
+        "sigmoid_ alone": (2 * n * m, [y.sigmoid_ for y in outs], None),
+        "GEMM, then sigmoid_": (elements, [gemm_then_sigmoid(x, y, n) for x, y in zip(xs, outs)], layer),
     }
     for block_rows in ROW_BLOCKS:
         if block_rows < n:
             variants[f"GEMM, then sigmoid_, blocks of {block_rows} rows"] = (
-                gemm_elements, [gemm_then_sigmoid(x, y, block_rows) for x, y in zip(xs, ys)])
+                elements, [gemm_then_sigmoid(x, y, block_rows) for x, y in zip(xs, outs)], layer)
     return variants
 
 
@@ -108,21 +117,41 @@ def backward_variants(dys, ys, xs, w, dzs) -> dict[str, Variant]:
     n, k = xs[0].shape
     m = w.shape[0]
     mask = [True, True, True]
+    # The first copy's gradients in float64, from the formulas themselves.
+    dy64, y64, x64, w64 = (t.double() for t in (dys[0], ys[0], xs[0], w))
+    dz64 = dy64 * y64 * (1 - y64)
+    grad_input, grad_weight, grad_bias = dz64 @ w64, dz64.t() @ x64, dz64.sum(0)
     variants = {
         "ours (linear_sigmoid_backward)": (2 * n * m + 2 * n * k, [
-            lambda dy=dy, y=y, x=x: torch.ops.fused_sigmoid.linear_sigmoid_backward(dy, y, x, w, mask)
-            for dy, y, x in zip(dys, ys, xs)]),
+            lambda dy=dy, y=y, x=x: tuple(torch.ops.fused_sigmoid.linear_sigmoid_backward(dy, y, x, w, mask))
+            for dy, y, x in zip(dys, ys, xs)], (grad_input, grad_weight, grad_bias)),
         "dz = sigmoid_backward(dy, y)": (3 * n * m, [
-            lambda dy=dy, y=y: torch.ops.aten.sigmoid_backward(dy, y) for dy, y in zip(dys, ys)]),
-        "db = dz.sum(0)": (n * m, [lambda dz=dz: dz.sum(0) for dz in dzs]),
-        "dx = dz @ W": (n * m + n * k, [lambda dz=dz: torch.mm(dz, w) for dz in dzs]),
-        "dW = dz^T @ x": (n * m + n * k, [lambda dz=dz, x=x: torch.mm(dz.t(), x) for dz, x in zip(dzs, xs)]),
+            lambda dy=dy, y=y: torch.ops.aten.sigmoid_backward(dy, y) for dy, y in zip(dys, ys)], dz64),
+        "db = dz.sum(0)": (n * m, [lambda dz=dz: dz.sum(0) for dz in dzs], grad_bias),
+        "dx = dz @ W": (n * m + n * k, [lambda dz=dz: torch.mm(dz, w) for dz in dzs], grad_input),
+        "dW = dz^T @ x": (n * m + n * k, [lambda dz=dz, x=x: torch.mm(dz.t(), x) for dz, x in zip(dzs, xs)],
+                          grad_weight),
     }
     for splits in SPLITS:
         if n % splits == 0:
             variants[f"dW as {splits} batched GEMMs + sum"] = (n * m + n * k, [
-                lambda dz=dz, x=x, splits=splits: split_weight_grad(dz, x, splits) for dz, x in zip(dzs, xs)])
+                lambda dz=dz, x=x, splits=splits: split_weight_grad(dz, x, splits) for dz, x in zip(dzs, xs)],
+                grad_weight)
     return variants
+
+
+def mismatch(result: Results, expected: Optional[Results]) -> Optional[str]:
+    """What differs from the float64 reference beyond the dtype's rounding (TF32's too, for float32 on a GPU), as a
+    worst error relative to the reference's largest value; None when nothing does."""
+    if expected is None:
+        return None
+    results, references = (result, expected) if isinstance(result, tuple) else ((result,), (expected,))
+    for got, want in zip(results, references, strict=True):
+        tolerance = {torch.float64: 1e-10, torch.float32: 5e-3}.get(got.dtype, 3e-2)
+        error = ((got.double() - want).abs().max() / want.abs().max().clamp_min(1e-30)).item()
+        if got.shape != want.shape or not error <= tolerance:
+            return f"shape {tuple(got.shape)}, relative error {error:.2e} (tolerance {tolerance:.0e})"
+    return None
 
 
 def measure(shape, dtype, device, bandwidth, min_run_time, machine) -> list[dict]:
@@ -134,26 +163,34 @@ def measure(shape, dtype, device, bandwidth, min_run_time, machine) -> list[dict
 
     w, b = randn(m, k) / math.sqrt(k), randn(m)
     size = torch.finfo(dtype).bits // 8
-    copies = copies_for((n * k + 3 * n * m) * size, device)
+    copies = copies_for(n * min(k, m) * size, device)
     xs = [randn(n, k) for _ in range(copies)]
-    ys = [torch.sigmoid(torch.addmm(b, x, w.t())) for x in xs]
+    ys = [reference_linear_sigmoid(x, w, b) for x in xs]
     dys = [randn(n, m) for _ in range(copies)]
     dzs = [torch.ops.aten.sigmoid_backward(dy, y) for dy, y in zip(dys, ys)]
     outs = [torch.empty(n, m, device=device, dtype=dtype) for _ in range(copies)]
     rows = []
     for part, variants in (("forward", forward_variants(xs, w, b, outs)),
                            ("backward", backward_variants(dys, ys, xs, w, dzs))):
-        for name, (elements, calls) in variants.items():
-            timings = {"eager": rotating(calls)}
-            if device == "cuda" and name.startswith("GEMM, then"):
-                timings["CUDA graph"] = graphed(calls)
-            for launch, fn in timings.items():
+        for name, (elements, calls, expected) in variants.items():
+            launches = ("eager", "CUDA graph") if device == "cuda" and name.startswith("GEMM, then") else ("eager",)
+            for launch in launches:
                 try:
+                    if launch == "eager":
+                        fn, wrong = rotating(calls), mismatch(calls[0](), expected)
+                    else:
+                        fn = graphed(calls)
+                        outs[0].fill_(float("nan"))  # what the first copy's graph writes, not the eager call before
+                        fn()
+                        wrong = mismatch(outs[0], expected)
+                    if wrong:
+                        print(f"# {name} ({launch}): wrong result, not timed: {wrong}")
+                        continue
                     for _ in range(3):
                         fn()
                     median, iqr = median_seconds(fn, torch.get_num_threads(), min_run_time, device)
                 except Exception as error:  # a variant the machine's torch lacks is reported, not fatal
-                    print(f"# {name}: failed ({type(error).__name__}: {error})"[:200])
+                    print(f"# {name} ({launch}): failed ({type(error).__name__}: {error})"[:200])
                     continue
                 row = dict(machine=machine, torch=torch.__version__, dtype=str(dtype).replace("torch.", ""), N=n,
                            K=k, M=m, batch_copies=copies, part=part, variant=name, launch=launch,
@@ -187,7 +224,8 @@ def main(argv=None) -> int:
     for dtype in (getattr(torch, name) for name in args.dtypes):
         for shape in args.shapes:
             rows += measure(shape, dtype, args.device, bandwidth, args.min_run_time, machine)
-            write_csv(rows, args.output)  # after every shape, so a run cut short keeps what it measured
+            if rows:  # written after every shape, so a run cut short keeps what it measured
+                write_csv(rows, args.output)
     print(f"# wrote {args.output}; {time.time() - started:.0f} s")
     return 0
 

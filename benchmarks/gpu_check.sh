@@ -4,10 +4,10 @@
 # the CUDA tests, runs compute-sanitizer's memcheck over a short CUDA subset, runs the CUDA benchmarks, then
 # compute-sanitizer's racecheck over the skinny kernels (tests/test_skinny_kernels_on_cpu.py checks their barriers on
 # every machine; this checks them on the hardware), then, as time allows, times the CUTLASS forward's Ampere and Hopper
-# kernels against cuBLAS + sigmoid on GEMM shapes (to set the CUTLASS path's bound and choose its kernels), profiles the
-# skinny kernels with Nsight Compute, compares with torch.compile(mode="max-autotune") on the mid shapes, times the
-# mid shapes' parts beside alternatives to them (benchmarks/cuda_alternatives.py) and runs the rest of the test suite,
-# and prints a short table last. Into the folder given as the argument go check.log (every
+# kernels against cuBLAS + sigmoid on GEMM shapes (to set the CUTLASS path's bound and choose its kernels), times the
+# mid shapes' parts beside alternatives to them (benchmarks/cuda_alternatives.py), profiles the skinny kernels with
+# Nsight Compute, compares with torch.compile(mode="max-autotune") on the mid shapes and runs the rest of the test
+# suite, and prints a short table last. Into the folder given as the argument go check.log (every
 # step's full output, in order), cuda.csv, cuda_speedup.png, cuda_gemm_bound_0.csv, cuda_gemm_bound_8192.csv and
 # cuda_gemm_bound_8192_hopper.csv (the same shapes with every forward on cuBLAS, with the Ampere CUTLASS kernels taking
 # all of them, and with the Hopper ones), cuda_max_autotune.csv and cuda_alternatives.csv: eight files, as many as a
@@ -153,6 +153,12 @@ if [ -n "${CUTLASS_INCLUDE_DIR:-}" ]; then
   keep; grep -E "^# .*failed" "$step_log" && status=1
 fi
 
+step "the mid shapes' parts beside alternatives (row blocks in the forward, batched weight gradients), as time allows"
+# About 20-30 s on an H200 by count (some 80 timed lines); each variant's result is checked before it is timed.
+timeout "$(limit 45)" python3 benchmarks/cuda_alternatives.py --output "$out/cuda_alternatives.csv" >"$step_log" 2>&1 \
+  || { echo "alternatives cut short or failed (not a failure of the check):"; tail -3 "$step_log"; }
+keep; grep -E "^# .*(failed|wrong)" "$step_log" | cut -c1-160 | head -5
+
 step "Nsight Compute on the skinny kernels (throughput, occupancy, stall reasons), as time allows"
 # The skinny kernels run far under the copy bandwidth; the hardware counters say whether they wait on memory, on
 # their own instructions or on barriers. --clock-control none leaves the card's clocks as they are.
@@ -183,11 +189,6 @@ timeout "$(limit 120)" python3 -m fused_sigmoid bench --device cuda --allow-tf32
   --min-run-time 0.05 --output "$out/cuda_max_autotune.csv" --plot /tmp/cuda_max_autotune.png \
   >"$step_log" 2>&1 || { echo "max-autotune comparison cut short:"; tail -3 "$step_log"; }
 keep
-
-step "the mid shapes' parts beside alternatives (blocks of rows for the forward, batched weight gradients), as time allows"
-timeout "$(limit 60)" python3 benchmarks/cuda_alternatives.py --output "$out/cuda_alternatives.csv" >"$step_log" 2>&1 \
-  || echo "alternatives cut short or failed (not a failure of the check)" | tee -a "$step_log"
-keep; grep -E "failed" "$step_log" | head -5
 
 step "the rest of the test suite (CPU cases, on this machine's torch), as time allows"
 timeout "$(limit 90)" python3 -m pytest tests "${pytest_args[@]}" -k "not cuda" >"$step_log" 2>&1

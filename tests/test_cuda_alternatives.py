@@ -1,6 +1,7 @@
 """benchmarks/cuda_alternatives.py times alternatives to the CUDA path's parts; each must compute what it stands in
 for, or its timing answers nothing. Checked here on the CPU in float64 against eager PyTorch (the script runs the
-same calls on a GPU), and the script must run end to end."""
+same calls on a GPU, where it also checks each result itself before timing it), and the script must run end to
+end."""
 
 import csv
 import importlib.util
@@ -9,6 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+
+from fused_sigmoid import reference_linear_sigmoid
 
 ROOT = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("cuda_alternatives", ROOT / "benchmarks" / "cuda_alternatives.py")
@@ -24,8 +27,7 @@ def tensors():
     generator = torch.Generator().manual_seed(0)
     sizes = ((N, K), (N, M), (M, K), (M,))
     x, dy, w, b = (torch.randn(*size, generator=generator, dtype=torch.float64) for size in sizes)
-    y = torch.sigmoid(F.linear(x, w, b))
-    return x, w, b, y, dy
+    return x, w, b, reference_linear_sigmoid(x, w, b), dy
 
 
 def test_forward_variants_compute_the_layer(tensors):
@@ -33,31 +35,43 @@ def test_forward_variants_compute_the_layer(tensors):
     out = torch.full((N, M), float("nan"), dtype=torch.float64)
     variants = alternatives.forward_variants([x], w, b, [out])
     assert any("blocks of" in name for name in variants)
-    for name, (_, calls) in variants.items():
+    for name, (_, calls, _) in variants.items():
         out.fill_(float("nan"))
         returned = calls[0]()
         if name == "sigmoid_ alone":
             continue  # the sigmoid of whatever the output holds: its timing needs no particular values
-        got = returned if name.startswith("ours") else out
         want = F.linear(x, w, b) if name.startswith("cuBLAS GEMM") else y
-        torch.testing.assert_close(got, want, msg=name)
+        torch.testing.assert_close(returned, want, msg=name)
+        if not name.startswith("ours"):
+            torch.testing.assert_close(out, want, msg=name)  # in the output a CUDA graph of it would write
 
 
 def test_backward_variants_compute_their_gradients(tensors):
     x, w, b, y, dy = tensors
     leaves = [t.clone().requires_grad_() for t in (x, w, b)]
-    want_dx, want_dw, want_db = torch.autograd.grad(torch.sigmoid(F.linear(*leaves)), leaves, dy)
-    dz = dy * y * (1 - y)
+    want_dx, want_dw, want_db = torch.autograd.grad(reference_linear_sigmoid(*leaves), leaves, dy)
+    dz = torch.ops.aten.sigmoid_backward(dy, y)
     variants = alternatives.backward_variants([dy], [y], [x], w, [dz])
     assert sum(name.startswith("dW as") for name in variants) == len(alternatives.SPLITS)
     wants = {"dz": dz, "db": want_db, "dx": want_dx, "dW": want_dw}
-    for name, (_, calls) in variants.items():
+    for name, (_, calls, _) in variants.items():
         got = calls[0]()
         if name.startswith("ours"):
-            for part, want in zip(got, (want_dx, want_dw, want_db)):
+            for part, want in zip(got, (want_dx, want_dw, want_db), strict=True):
                 torch.testing.assert_close(part, want, msg=name)
         else:
             torch.testing.assert_close(got, wants[name.split()[0]], msg=name)
+
+
+def test_the_scripts_own_check_refuses_a_wrong_result(tensors):
+    x, w, b, y, _ = tensors
+    assert alternatives.mismatch(y.clone(), y) is None
+    assert alternatives.mismatch(y.float(), y) is None
+    wrong = y.clone()
+    wrong[-1, -1] += 0.5  # one block of rows left out would look like this
+    assert "relative error" in alternatives.mismatch(wrong, y)
+    assert "relative error" in alternatives.mismatch((y, wrong), (y, y))
+    assert alternatives.mismatch(torch.full_like(y, float("nan")), y) is not None
 
 
 def test_script_writes_a_row_for_every_variant(tmp_path):
