@@ -9,9 +9,10 @@ from fused_sigmoid import linear_sigmoid, reference_linear_sigmoid
 
 # (1000, 48, 40): partial tiles of rows and of outputs in the CUDA tensor-core GEMM, within its default bound of
 # K, M <= 64; (1000, 96, 40), the same beyond it, on cuBLAS. (1001, 100, 3) and (64, 1024, 3): the CPU's bfloat16
-# dot products that read the rows in place, with and without a partial vector at the row's end.
+# dot products that read the rows in place, with and without a partial vector at the row's end; (999, 100, 1) and
+# (2048, 30, 1) its half backward that reads and writes rows in place (an odd row count, a partial vector).
 SHAPES = [(1, 3, 2), (4096, 3, 2), (2048, 30, 1), (512, 64, 64), (1000, 48, 40), (1000, 96, 40), (256, 256, 17),
-          (64, 1024, 3), (1001, 100, 3)]
+          (64, 1024, 3), (1001, 100, 3), (999, 100, 1)]
 
 
 def inputs(rows, in_features, out_features, dtype, device, seed=0):
@@ -32,9 +33,11 @@ def test_forward_within_twice_eager_error(shape, dtype, device):
     assert_within_twice_eager_error(out, reference_linear_sigmoid(x, w, b), exact, f"forward {shape}")
 
 
-def gradients(shape, dtype, device, seed):
-    """(ours, eager's, float64) gradients for one draw of inputs."""
-    x, w, b = (t.requires_grad_() for t in inputs(*shape, dtype, device, seed))
+def gradients(shape, dtype, device, seed, layout="contiguous"):
+    """(ours, eager's, float64) gradients for one draw of inputs, x laid out as laid_out makes it."""
+    x, w, b = inputs(*shape, dtype, device, seed)
+    x = laid_out(x, b, layout)[0]
+    x, w, b = (t.detach().requires_grad_() for t in (x, w, b))
     generator = torch.Generator().manual_seed(1000 + seed)
     grad_output = torch.randn(shape[0], shape[2], generator=generator).to(device, dtype)
     ours = torch.autograd.grad(linear_sigmoid(x, w, b), (x, w, b), grad_output)
@@ -44,12 +47,14 @@ def gradients(shape, dtype, device, seed):
     return ours, eager, exact
 
 
+@pytest.mark.parametrize("layout", ["contiguous", "sliced"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("shape", SHAPES)
-def test_gradients_within_twice_eager_error(shape, dtype, device):
+def test_gradients_within_twice_eager_error(shape, dtype, layout, device):
     # A gradient with few elements (the bias of one output) is a sum of thousands of rounded terms: its error in
-    # one draw is mostly luck, for eager as for us, so the rule is applied over several draws together.
-    draws = [gradients(shape, dtype, device, seed) for seed in range(4)]
+    # one draw is mostly luck, for eager as for us, so the rule is applied over several draws together. "sliced"
+    # puts the rows further apart than K: the CPU's half backward reads them in place through the stride.
+    draws = [gradients(shape, dtype, device, seed, layout) for seed in range(4)]
     for index, name in enumerate(("grad_input", "grad_weight", "grad_bias")):
         ours, eager, exact = (torch.cat([draw[kind][index].flatten() for draw in draws]) for kind in range(3))
         assert ours.dtype == dtype
@@ -100,3 +105,4 @@ def test_layouts_within_twice_eager_error(precision, shape, layout, device, monk
         tf32 = reference_linear_sigmoid(round_to_tf32(x).double(), round_to_tf32(w).double(), b64).float()
         yardstick = max(yardstick, tf32, key=lambda t: (t.double() - exact).abs().max().item())
     assert_within_twice_eager_error(out, yardstick, exact, f"{precision} {layout} {shape}")
+

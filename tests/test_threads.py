@@ -17,8 +17,10 @@ CASES = [
     # An odd row count: a thread's range then starts off a multiple of the kernel's four-row groups.
     ("direct vectorised", 9001, 30, 5, torch.float64),
     ("direct vectorised float32", 9001, 30, 5, torch.float32),
-    # Its backward is the GEMM path's (bfloat16 takes the direct backward on the exact shapes only).
+    # Its backward is the GEMM path's (bfloat16 takes the direct backward for one output or the exact shapes).
     ("direct vectorised bfloat16", 9001, 30, 2, torch.bfloat16),
+    ("direct vectorised bfloat16, one output", 9001, 30, 1, torch.bfloat16),
+    ("direct vectorised float16", 9001, 30, 5, torch.float16),
     ("tiled", 1000, 64, 64, torch.float32),
     ("tiled, one vector wide", 1001, 64, 12, torch.float32),
     ("tiled, 9 outputs", 1000, 64, 9, torch.float64),
@@ -125,7 +127,7 @@ def test_one_and_two_threads_agree(case, restore_threads):
     for index, (a, b) in enumerate(zip(one, two)):
         # Gradients sum over rows (and the weight's over the batch): the tolerance grows with their number.
         scale = 1.0 if index == 0 else rows**0.5 * 4
-        if dtype == torch.bfloat16:
+        if dtype in (torch.bfloat16, torch.float16):
             torch.testing.assert_close(a, b, rtol=1.6e-2, atol=1e-5 * scale)
         else:
             assert_close_to_reference(a, b, dtype, scale=scale)

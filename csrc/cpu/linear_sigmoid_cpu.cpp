@@ -67,13 +67,18 @@ bool use_direct_forward(int64_t in_features, int64_t out_features, at::ScalarTyp
   }
 }
 
-// The direct backward widens each block of half rows to float. That costs more than oneDNN's bfloat16 GEMMs beyond
-// the fixed shapes (0.72-0.96x eager at 65536 x 64 -> 2 to 65536 x 128 -> 4), but oneDNN's float16 GEMMs are far
-// slower here: a float16 training step ran 4-20x faster with it (262144 x 30 -> 1 5.9x, 65536 x 192 -> 1 10.9x,
-// 8192 x 4096 -> 1 7.9x, 16384 x 1024 -> 8 4.0x, one thread).
+// The direct backward reads and writes half rows in place, in float in registers. bfloat16 takes it beyond the fixed
+// shapes for one output, where oneDNN's bfloat16 GEMMs (an outer product and a matrix-vector product) are slow: a
+// training step at 8192 x 4096 -> 1 ran 2.6x eager with it against 1.8x, 65536 x 192 -> 1 1.6x against 1.1x,
+// 262144 x 30 -> 1 1.4x against 1.0x; with two outputs oneDNN stayed faster (65536 x 64 -> 2 1.35x against 1.2x,
+// 16384 x 1024 -> 2 1.7x against 1.65x). oneDNN's float16 GEMMs are far slower here: a float16 training step ran
+// 5-13x eager with it (8192 x 4096 -> 1 12.7x, 65536 x 192 -> 1 10.7x, 16384 x 1024 -> 2 9.5x, 262144 x 30 -> 1
+// 7x, one thread).
+constexpr int64_t kMaxDirectBFloat16BackwardOutFeatures = 1;
+
 bool use_direct_backward(int64_t in_features, int64_t out_features, at::ScalarType dtype) {
   if (dtype == at::kBFloat16) {
-    return is_fixed_shape(in_features, out_features);
+    return is_fixed_shape(in_features, out_features) || out_features <= kMaxDirectBFloat16BackwardOutFeatures;
   }
   return out_features <= kMaxDirectOutFeatures;
 }
