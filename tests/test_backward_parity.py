@@ -51,6 +51,25 @@ def test_only_requested_gradients_are_computed(needs, device):
         torch.testing.assert_close(b.grad, dz.sum(0))
 
 
+@pytest.mark.parametrize("dtype, shape", [(torch.bfloat16, (999, 100, 1)), (torch.float16, (333, 70, 3)),
+                                          (torch.float16, (301, 5, 6))])
+def test_half_backward_computes_each_gradient_alone_as_with_the_others(dtype, shape, device):
+    # The CPU's half backward for few outputs runs each gradient's loop only when it is asked for: alone, each comes
+    # out bit for bit as when all three are computed, and the others are None.
+    rows, in_features, out_features = shape
+    x, w, _ = leaves((rows,), in_features, out_features, dtype, device)
+    x, w = x.detach(), w.detach()
+    y = reference_linear_sigmoid(x, w)
+    dy = torch.randn(y.shape, generator=torch.Generator().manual_seed(5)).to(device, dtype)
+    op = torch.ops.fused_sigmoid.linear_sigmoid_backward
+    everything = op(dy, y, x, w, [True, True, True])
+    for index in range(3):
+        mask = [index == i for i in range(3)]
+        alone = op(dy, y, x, w, mask)
+        assert all(alone[i] is None for i in range(3) if i != index)
+        assert torch.equal(alone[index], everything[index])
+
+
 def test_backward_op_honours_output_mask(device):
     x, w, _ = leaves((8,), 4, 3, torch.float64, device)
     y = reference_linear_sigmoid(x, w).detach()

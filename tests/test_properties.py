@@ -349,8 +349,10 @@ PATH_EXAMPLES = [
     Problem(torch.float32, (), 0, 3, True),                        # no features: sigmoid(bias)
     Problem(torch.float64, (4,), 5, 0, True),                      # no outputs
     # Saturated outputs: the gradients are sums of subnormal products, whose rounding is absolute, and in bfloat16
-    # oneDNN flushes a subnormal grad_input to 0 where eager's, from its own output, is a normal number.
+    # oneDNN (the GEMM path's backward, two outputs here) flushes a subnormal grad_input to 0 where eager's, from its
+    # own output, is a normal number; one output takes the direct backward, reading the rows in place.
     Problem(torch.float32, (60,), 264, 2, False, input_scale=10.0, seed=1),
+    Problem(torch.bfloat16, (5, 9, 2), 81, 2, True, ("transposed", "contiguous", "contiguous"), input_scale=10.0),
     Problem(torch.bfloat16, (5, 9, 2), 81, 1, True, ("transposed", "contiguous", "contiguous"), input_scale=10.0),
 ]
 

@@ -10,9 +10,10 @@ from fused_sigmoid import linear_sigmoid, reference_linear_sigmoid
 # (1000, 48, 40): partial tiles of rows and of outputs in the CUDA tensor-core GEMM, within its default bound of
 # K, M <= 64; (1000, 96, 40), the same beyond it, on cuBLAS. (1001, 100, 3) and (64, 1024, 3): the CPU's bfloat16
 # dot products that read the rows in place, with and without a partial vector at the row's end; (999, 100, 1) and
-# (2048, 30, 1) its half backward that reads and writes rows in place (an odd row count, a partial vector).
+# (2048, 30, 1) its half backward that reads and writes rows in place (an odd row count, a partial vector), and
+# (301, 12, 1) and (301, 5, 6) the same on rows shorter than one float vector.
 SHAPES = [(1, 3, 2), (4096, 3, 2), (2048, 30, 1), (512, 64, 64), (1000, 48, 40), (1000, 96, 40), (256, 256, 17),
-          (64, 1024, 3), (1001, 100, 3), (999, 100, 1)]
+          (64, 1024, 3), (1001, 100, 3), (999, 100, 1), (301, 12, 1), (301, 5, 6)]
 
 
 def inputs(rows, in_features, out_features, dtype, device, seed=0):
@@ -54,7 +55,7 @@ def test_gradients_within_twice_eager_error(shape, dtype, layout, device):
     # A gradient with few elements (the bias of one output) is a sum of thousands of rounded terms: its error in
     # one draw is mostly luck, for eager as for us, so the rule is applied over several draws together. "sliced"
     # puts the rows further apart than K: the CPU's half backward reads them in place through the stride.
-    draws = [gradients(shape, dtype, device, seed, layout) for seed in range(4)]
+    draws = [gradients(shape, dtype, device, seed, layout) for seed in range(8)]
     for index, name in enumerate(("grad_input", "grad_weight", "grad_bias")):
         ours, eager, exact = (torch.cat([draw[kind][index].flatten() for draw in draws]) for kind in range(3))
         assert ours.dtype == dtype
@@ -105,4 +106,3 @@ def test_layouts_within_twice_eager_error(precision, shape, layout, device, monk
         tf32 = reference_linear_sigmoid(round_to_tf32(x).double(), round_to_tf32(w).double(), b64).float()
         yardstick = max(yardstick, tf32, key=lambda t: (t.double() - exact).abs().max().item())
     assert_within_twice_eager_error(out, yardstick, exact, f"{precision} {layout} {shape}")
-
