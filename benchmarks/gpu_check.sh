@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # The GPU check, for a fresh H100/H200 machine that has its own CUDA build of torch, nvcc and ninja and nothing to
 # download: builds the extension with its CUDA kernels (for sm_90a, so that the Hopper CUTLASS kernels are real), runs
-# the CUDA tests, runs compute-sanitizer's memcheck over a short CUDA subset, runs the CUDA benchmarks, then
-# compute-sanitizer's racecheck over the skinny kernels (tests/test_skinny_kernels_on_cpu.py checks their barriers on
-# every machine; this checks them on the hardware), then, as time allows, times the CUTLASS forward's Ampere and Hopper
-# kernels against cuBLAS + sigmoid on GEMM shapes (to set the CUTLASS path's bound and choose its kernels), times the
-# mid shapes' parts beside alternatives to them (benchmarks/cuda_alternatives.py), profiles the skinny kernels with
-# Nsight Compute, compares with torch.compile(mode="max-autotune") on the mid shapes and runs the rest of the test
-# suite, and prints a short table last. Into the folder given as the argument go check.log (every
-# step's full output, in order), cuda.csv, cuda_speedup.png, cuda_gemm_bound_0.csv, cuda_gemm_bound_8192.csv and
+# the CUDA tests, runs compute-sanitizer's memcheck over a short CUDA subset, runs the CUDA benchmarks, times the mid
+# shapes' parts beside alternatives to them (benchmarks/cuda_alternatives.py), runs compute-sanitizer's racecheck over
+# the skinny kernels (tests/test_skinny_kernels_on_cpu.py checks their barriers on every machine; this checks them on
+# the hardware), then, as time allows, times the CUTLASS forward's Ampere and Hopper kernels against cuBLAS + sigmoid
+# on GEMM shapes (to set the CUTLASS path's bound and choose its kernels), profiles the skinny kernels with Nsight
+# Compute, compares with torch.compile(mode="max-autotune") on the mid shapes and runs the rest of the test suite,
+# and prints a short table last. Into the folder given as the argument go check.log (every step's full output, in
+# order), cuda.csv, cuda_speedup.png, cuda_gemm_bound_0.csv, cuda_gemm_bound_8192.csv and
 # cuda_gemm_bound_8192_hopper.csv (the same shapes with every forward on cuBLAS, with the Ampere CUTLASS kernels taking
 # all of them, and with the Hopper ones), cuda_max_autotune.csv and cuda_alternatives.csv: eight files, as many as a
 # lent machine sends back.
@@ -119,6 +119,13 @@ timeout "$(limit 170)" python3 -m fused_sigmoid bench --device cuda --allow-tf32
   --output "$out/cuda.csv" --plot "$out/cuda_speedup.png" >"$step_log" 2>&1 || { status=1; tail -5 "$step_log"; }
 keep; grep -E "^# .*failed" "$step_log"
 
+step "the mid shapes' parts beside alternatives (row blocks in the forward, batched weight gradients), as time allows"
+# About 15-20 s on an H100/H200 by count (76 timed lines); each variant's result is checked before it is timed. Run
+# before the longer optional steps, which would leave it no time (the CUTLASS sweep alone may take three minutes).
+PYTHONPATH=. timeout "$(limit 45)" python3 benchmarks/cuda_alternatives.py --output "$out/cuda_alternatives.csv" \
+  >"$step_log" 2>&1 || { echo "alternatives cut short or failed (not a failure of the check):"; tail -3 "$step_log"; }
+keep; grep -E "^# .*(failed|wrong)" "$step_log" | cut -c1-160 | head -5
+
 step "compute-sanitizer racecheck on the skinny kernels' shared-memory pipeline"
 # The skinny kernels refill each shared-memory stage while other warps may still read it unless the barriers say
 # otherwise. Three million rows give every forward block several tiles and some backward blocks a second chunk;
@@ -152,12 +159,6 @@ if [ -n "${CUTLASS_INCLUDE_DIR:-}" ]; then
   done
   keep; grep -E "^# .*failed" "$step_log" && status=1
 fi
-
-step "the mid shapes' parts beside alternatives (row blocks in the forward, batched weight gradients), as time allows"
-# About 20-30 s on an H200 by count (some 80 timed lines); each variant's result is checked before it is timed.
-timeout "$(limit 45)" python3 benchmarks/cuda_alternatives.py --output "$out/cuda_alternatives.csv" >"$step_log" 2>&1 \
-  || { echo "alternatives cut short or failed (not a failure of the check):"; tail -3 "$step_log"; }
-keep; grep -E "^# .*(failed|wrong)" "$step_log" | cut -c1-160 | head -5
 
 step "Nsight Compute on the skinny kernels (throughput, occupancy, stall reasons), as time allows"
 # The skinny kernels run far under the copy bandwidth; the hardware counters say whether they wait on memory, on
