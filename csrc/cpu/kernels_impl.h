@@ -396,6 +396,62 @@ void backward_rows_vectorized(const T* dz, const T* x, int64_t ldx, const T* w, 
   }
 }
 
+// weight_sums[m0 + j, :] += sum_r dz[r, m0 + j] x[r, :] for the G outputs from m0, each vector of half values of x
+// widened once for all G of them. One output takes two rows in turn, so that four FMA chains hide the latency; two
+// to four outputs have that many chains already.
+template <int G, typename scalar_t>
+void add_half_weight_sums(const float* dz, const scalar_t* x, int64_t ldx, int64_t rows, int64_t K, int64_t M,
+                          int64_t m0, float* weight_sums) {
+  using Vec = Vectorized<float>;
+  using HalfVec = Vectorized<scalar_t>;
+  constexpr int64_t V = Vec::size();
+  constexpr int kRowsInTurn = G == 1 ? 2 : 1;
+  for (int64_t k = 0; k < K; k += 2 * V) {
+    const int64_t count = std::min<int64_t>(2 * V, K - k);
+    Vec low[kRowsInTurn][G];
+    Vec high[kRowsInTurn][G];
+    for (int i = 0; i < kRowsInTurn; ++i) {
+      for (int j = 0; j < G; ++j) {
+        low[i][j] = Vec(0.0f);
+        high[i][j] = Vec(0.0f);
+      }
+    }
+    const auto add_row = [&](int64_t r, int i) {
+      const scalar_t* xr = x + r * ldx + k;
+      const auto [lo, hi] =
+          at::vec::convert_to_float<scalar_t>(count == 2 * V ? HalfVec::loadu(xr) : HalfVec::loadu(xr, count));
+      for (int j = 0; j < G; ++j) {
+        const Vec g(dz[r * M + m0 + j]);
+        low[i][j] = at::vec::fmadd(g, lo, low[i][j]);
+        high[i][j] = at::vec::fmadd(g, hi, high[i][j]);
+      }
+    };
+    int64_t r = 0;
+    for (; r + kRowsInTurn <= rows; r += kRowsInTurn) {
+      for (int i = 0; i < kRowsInTurn; ++i) {
+        add_row(r + i, i);
+      }
+    }
+    for (; r < rows; ++r) {
+      add_row(r, 0);
+    }
+    const int64_t low_count = std::min(V, count);
+    for (int j = 0; j < G; ++j) {
+      Vec low_sum = low[0][j];
+      Vec high_sum = high[0][j];
+      if constexpr (kRowsInTurn == 2) {
+        low_sum = low_sum + low[1][j];
+        high_sum = high_sum + high[1][j];
+      }
+      float* sums = weight_sums + (m0 + j) * K + k;
+      (load_columns(sums, low_count) + low_sum).store(sums, low_count);
+      if (count > V) {
+        (load_columns(sums + V, count - V) + high_sum).store(sums + V, count - V);
+      }
+    }
+  }
+}
+
 // backward_rows_vectorized for bfloat16/float16 rows, read and written in place as dot_half_row_group reads them:
 // each vector of x becomes two float vectors in registers, and each row of dx is formed in float and rounded once.
 // dz, w and weight_sums are float. It replaced a float copy of each block of rows for the float loops, which cost
@@ -409,34 +465,14 @@ void backward_half_rows_vectorized(const float* dz, const scalar_t* x, int64_t l
   constexpr int64_t V = Vec::size();
   static_assert(HalfVec::size() == 2 * V, "a vector of half values widens to two float vectors");
   if (weight_sums != nullptr) {
-    for (int64_t m = 0; m < M; ++m) {
-      for (int64_t k = 0; k < K; k += 2 * V) {
-        const int64_t count = std::min<int64_t>(2 * V, K - k);
-        // Two rows in turn, each with its own low and high sums: four FMA chains hide the latency.
-        Vec low[2] = {Vec(0.0f), Vec(0.0f)};
-        Vec high[2] = {Vec(0.0f), Vec(0.0f)};
-        const auto add_row = [&](int64_t r, int i) {
-          const scalar_t* xr = x + r * ldx + k;
-          const auto [lo, hi] =
-              at::vec::convert_to_float<scalar_t>(count == 2 * V ? HalfVec::loadu(xr) : HalfVec::loadu(xr, count));
-          const Vec g(dz[r * M + m]);
-          low[i] = at::vec::fmadd(g, lo, low[i]);
-          high[i] = at::vec::fmadd(g, hi, high[i]);
-        };
-        int64_t r = 0;
-        for (; r + 2 <= rows; r += 2) {
-          add_row(r, 0);
-          add_row(r + 1, 1);
-        }
-        if (r < rows) {
-          add_row(r, 0);
-        }
-        float* sums = weight_sums + m * K + k;
-        const int64_t low_count = std::min(V, count);
-        (load_columns(sums, low_count) + (low[0] + low[1])).store(sums, low_count);
-        if (count > V) {
-          (load_columns(sums + V, count - V) + (high[0] + high[1])).store(sums + V, count - V);
-        }
+    // Up to four outputs per pass over the block's rows: eight float sums and a widened vector of x still fit in
+    // AVX2's sixteen registers.
+    for (int64_t m0 = 0; m0 < M; m0 += 4) {
+      switch (std::min<int64_t>(4, M - m0)) {
+        case 1: add_half_weight_sums<1>(dz, x, ldx, rows, K, M, m0, weight_sums); break;
+        case 2: add_half_weight_sums<2>(dz, x, ldx, rows, K, M, m0, weight_sums); break;
+        case 3: add_half_weight_sums<3>(dz, x, ldx, rows, K, M, m0, weight_sums); break;
+        default: add_half_weight_sums<4>(dz, x, ldx, rows, K, M, m0, weight_sums); break;
       }
     }
   }

@@ -70,10 +70,11 @@ bool use_direct_forward(int64_t in_features, int64_t out_features, at::ScalarTyp
 // The direct backward reads and writes half rows in place, in float in registers. bfloat16 takes it beyond the fixed
 // shapes for one output, where oneDNN's bfloat16 GEMMs (an outer product and a matrix-vector product) are slow: a
 // training step at 8192 x 4096 -> 1 ran 2.6x eager with it against 1.8x, 65536 x 192 -> 1 1.6x against 1.1x,
-// 262144 x 30 -> 1 1.4x against 1.0x; with two outputs oneDNN stayed faster (65536 x 64 -> 2: oneDNN 1.35x eager,
-// this kernel 1.2x; 16384 x 1024 -> 2: 1.7x and 1.65x). oneDNN's float16 GEMMs are far slower here: a float16
-// training step ran 5-13x eager with it (8192 x 4096 -> 1 12.7x, 65536 x 192 -> 1 10.7x, 16384 x 1024 -> 2 9.5x,
-// 262144 x 30 -> 1 7x, one thread).
+// 262144 x 30 -> 1 1.4x against 1.0x. With two outputs, even widening each vector of x once for both, neither won
+// throughout (this kernel against oneDNN: 262144 x 30 -> 2 1.45-2.8x against 1.1x, 8192 x 4096 -> 2 2.3x against
+// 1.9x, 65536 x 64 -> 2 1.3-1.55x against 1.3x, but 16384 x 1024 -> 2 1.45x against 1.8x), so two outputs stay with
+// oneDNN for now. oneDNN's float16 GEMMs are far slower here: a float16 training step ran 5-13x eager with it
+// (8192 x 4096 -> 1 12.7x, 65536 x 192 -> 1 10.7x, 16384 x 1024 -> 2 9.5x, 262144 x 30 -> 1 7x, one thread).
 constexpr int64_t kMaxDirectBFloat16BackwardOutFeatures = 1;
 
 bool use_direct_backward(int64_t in_features, int64_t out_features, at::ScalarType dtype) {
