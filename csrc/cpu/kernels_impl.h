@@ -236,6 +236,13 @@ inline Vectorized<T> load_columns(const T* p, int64_t count) {
   return count == Vectorized<T>::size() ? Vectorized<T>::loadu(p) : Vectorized<T>::loadu(p, count);
 }
 
+// load_columns for a vector of bfloat16/float16 values (count of them at p, the rest zeros), widened to two float
+// vectors: its first and second half.
+template <typename scalar_t>
+inline auto load_widened_columns(const scalar_t* p, int64_t count) {
+  return at::vec::convert_to_float<scalar_t>(load_columns(p, count));
+}
+
 // The general forward loop: z[r, m] = x[r, :] . w[m, :] + b[m] by vector FMAs along K for R rows at once, one
 // accumulator per row, with masked loads for the tail (their zero lanes cannot turn an infinity into NaN). Every
 // row is summed in the same order however the rows are grouped, so a row's result does not depend on where a
@@ -269,7 +276,6 @@ template <int R, typename scalar_t>
 inline void dot_half_row_group(const scalar_t* x, int64_t ldx, const float* w, const float* b, int64_t K, int64_t M,
                                float* z) {
   using Vec = Vectorized<float>;
-  using HalfVec = Vectorized<scalar_t>;
   constexpr int64_t V = Vec::size();
   for (int64_t m = 0; m < M; ++m) {
     Vec acc[R];
@@ -281,9 +287,7 @@ inline void dot_half_row_group(const scalar_t* x, int64_t ldx, const float* w, c
       const Vec w_low = load_columns(w + m * K + k, std::min(V, count));
       const Vec w_high = count > V ? load_columns(w + m * K + k + V, count - V) : Vec(0.0f);
       for (int i = 0; i < R; ++i) {
-        const scalar_t* xk = x + i * ldx + k;
-        const auto [low, high] =
-            at::vec::convert_to_float<scalar_t>(count == 2 * V ? HalfVec::loadu(xk) : HalfVec::loadu(xk, count));
+        const auto [low, high] = load_widened_columns(x + i * ldx + k, count);
         acc[i] = at::vec::fmadd(high, w_high, at::vec::fmadd(low, w_low, acc[i]));
       }
     }
@@ -403,7 +407,6 @@ template <int G, typename scalar_t>
 void add_half_weight_sums(const float* dz, const scalar_t* x, int64_t ldx, int64_t rows, int64_t K, int64_t M,
                           int64_t m0, float* weight_sums) {
   using Vec = Vectorized<float>;
-  using HalfVec = Vectorized<scalar_t>;
   constexpr int64_t V = Vec::size();
   constexpr int kRowsInTurn = G == 1 ? 2 : 1;
   for (int64_t k = 0; k < K; k += 2 * V) {
@@ -417,9 +420,7 @@ void add_half_weight_sums(const float* dz, const scalar_t* x, int64_t ldx, int64
       }
     }
     const auto add_row = [&](int64_t r, int i) {
-      const scalar_t* xr = x + r * ldx + k;
-      const auto [lo, hi] =
-          at::vec::convert_to_float<scalar_t>(count == 2 * V ? HalfVec::loadu(xr) : HalfVec::loadu(xr, count));
+      const auto [lo, hi] = load_widened_columns(x + r * ldx + k, count);
       for (int j = 0; j < G; ++j) {
         const Vec g(dz[r * M + m0 + j]);
         low[i][j] = at::vec::fmadd(g, lo, low[i][j]);
