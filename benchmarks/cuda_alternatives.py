@@ -30,20 +30,12 @@ from typing import Callable, Optional, Union
 import torch
 
 from fused_sigmoid import linear_sigmoid
-from fused_sigmoid.bench import copy_bandwidth, machine_name, median_seconds, parse_shape, write_csv
+from fused_sigmoid.bench import copies_beyond_l2, copy_bandwidth, machine_name, median_seconds, parse_shape, write_csv
 from fused_sigmoid.reference import reference_linear_sigmoid
 
 ROW_BLOCKS = (8192, 16384, 32768)
 SPLITS = (8, 32, 128)
 Results = Union[torch.Tensor, tuple[torch.Tensor, ...]]
-
-
-def copies_for(smallest_tensor_bytes: int, device: str) -> int:
-    """Copies of the per-batch tensors such that a pass over any one of them is three times the L2."""
-    if device != "cuda":
-        return 1
-    l2_bytes = torch.cuda.get_device_properties(torch.cuda.current_device()).L2_cache_size
-    return min(64, max(1, math.ceil(3 * l2_bytes / smallest_tensor_bytes)))
 
 
 def rotating(calls: list[Callable[[], object]]) -> Callable[[], object]:
@@ -181,7 +173,8 @@ def measure(shape, dtype, device, bandwidth, min_run_time, machine) -> list[dict
 
     w, b = randn(m, k) / math.sqrt(k), randn(m)
     size = torch.finfo(dtype).bits // 8
-    copies = copies_for(n * min(k, m) * size, device)
+    # Copies enough that even the smallest tensor a variant touches rotates through three times the L2.
+    copies = copies_beyond_l2(n * min(k, m) * size, torch.device(device)) if device == "cuda" else 1
     xs = [randn(n, k) for _ in range(copies)]
     ys = [reference_linear_sigmoid(x, w, b) for x in xs]
     dys = [randn(n, m) for _ in range(copies)]

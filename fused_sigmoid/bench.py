@@ -80,16 +80,21 @@ def setup(shape: tuple[int, int, int], dtype: torch.dtype, device: str) -> Case:
     return Case(x, w, b, grad_output, shape)
 
 
+def copies_beyond_l2(batch_bytes: int, device: torch.device) -> int:
+    """How many copies of a batch of batch_bytes make a pass over them at least three times the GPU's L2 (50-60 MB
+    on an H100/H200), so that every call reads its batch from device memory, as a model's next batch would be
+    read; at most 64."""
+    l2_bytes = getattr(torch.cuda.get_device_properties(device), "L2_cache_size", 64 * 2**20)
+    return min(64, max(1, math.ceil(3 * l2_bytes / max(batch_bytes, 1))))
+
+
 def rotation(case: Case) -> list[Case]:
-    """The cases one measurement takes in turn. On a GPU, whose L2 (50-60 MB on an H100/H200) holds a mid shape's
-    whole batch, enough copies of the per-batch tensors (the input and the output gradient; the weights stay
-    shared, as they are across a model's batches) that a pass over them is at least three times the L2, so that
-    every call reads its batch from device memory, as a model's next batch would be read. One case on the CPU."""
+    """The cases one measurement takes in turn. On a GPU, whose L2 holds a mid shape's whole batch, copies of the
+    per-batch tensors (the input and the output gradient; the weights stay shared, as they are across a model's
+    batches) as copies_beyond_l2 counts them. One case on the CPU."""
     if case.x.device.type != "cuda":
         return [case]
-    batch_bytes = (case.x.numel() + case.grad_output.numel()) * case.x.element_size()
-    l2_bytes = getattr(torch.cuda.get_device_properties(case.x.device), "L2_cache_size", 64 * 2**20)
-    copies = min(64, max(1, math.ceil(3 * l2_bytes / max(batch_bytes, 1))))
+    copies = copies_beyond_l2((case.x.numel() + case.grad_output.numel()) * case.x.element_size(), case.x.device)
     return [case] + [Case(case.x.detach().clone().requires_grad_(), case.w, case.b, case.grad_output.clone(),
                           case.shape) for _ in range(copies - 1)]
 
