@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
 # The GPU check, for a fresh H100/H200 machine that has its own CUDA build of torch, nvcc and ninja and nothing to
 # download: builds the extension with its CUDA kernels (for sm_90a, so that the Hopper CUTLASS kernels are real), runs
-# the CUDA tests, runs compute-sanitizer's memcheck over a short CUDA subset, runs the CUDA benchmarks, times the mid
-# shapes' parts beside alternatives to them (benchmarks/cuda_alternatives.py), runs compute-sanitizer's racecheck over
-# the skinny kernels (tests/test_skinny_kernels_on_cpu.py checks their barriers on every machine; this checks them on
-# the hardware), then, as time allows, times the CUTLASS forward's Ampere and Hopper kernels against cuBLAS + sigmoid
-# on GEMM shapes (to set the CUTLASS path's bound and choose its kernels), profiles the skinny kernels with Nsight
-# Compute, compares with torch.compile(mode="max-autotune") on the mid shapes and runs the rest of the test suite,
-# and prints a short table last. Into the folder given as the argument go check.log (every step's full output, in
-# order), cuda.csv, cuda_speedup.png, cuda_gemm_bound_0.csv, cuda_gemm_bound_8192.csv and
-# cuda_gemm_bound_8192_hopper.csv (the same shapes with every forward on cuBLAS, with the Ampere CUTLASS kernels taking
-# all of them, and with the Hopper ones), cuda_max_autotune.csv and cuda_alternatives.csv: eight files, as many as a
-# lent machine sends back.
+# the CUDA tests (with a native stack of any test that crashes its process), runs compute-sanitizer's memcheck over a
+# short CUDA subset and its racecheck over the skinny kernels (tests/test_skinny_kernels_on_cpu.py checks their
+# barriers on every machine; this checks them on the hardware), runs the CUDA benchmarks, then, as time allows,
+# compares with torch.compile(mode="max-autotune") on the mid shapes, times the mid shapes' parts beside alternatives
+# to them (benchmarks/cuda_alternatives.py), times the CUTLASS forward's Ampere and Hopper kernels against cuBLAS +
+# sigmoid on GEMM shapes (to set the CUTLASS path's bounds and choose its kernels), profiles the skinny kernels with
+# Nsight Compute and runs the rest of the test suite, and prints a short table last. Into the folder given as the
+# argument go check.log (every step's full output, in order), cuda.csv, cuda_speedup.png, cuda_max_autotune.csv,
+# cuda_alternatives.csv, cuda_gemm_bound_0.csv, cuda_gemm_bound_8192.csv and cuda_gemm_bound_8192_hopper.csv (the same
+# shapes with every forward on cuBLAS, with the Ampere CUTLASS kernels taking all of them, and with the Hopper ones):
+# eight files, as many as a lent machine sends back.
 # The steps share one budget of 7.5 minutes (CHECK_SECONDS), most important first, each cut off where it would overrun
 # it.
 #
@@ -94,10 +94,26 @@ for dtype, (n, k, m) in [(torch.bfloat16, (4096, 4096, 4096)), (torch.float32, (
 print("CUTLASS kernels this build can run here:", torch.ops.fused_sigmoid.cutlass_kernels())
 PY
 
+# Where a test crashes its process (on an H100 with torch 2.11 one did, on CPU and CUDA alike, where CI's machines
+# pass it), the native stack of that test alone, from cuda-gdb (the machine has no gdb; cuda-gdb debugs host code
+# too): the test's name from pytest-xdist's report of the crashed worker.
+backtrace_crashes() {
+  grep -oE "crashed while running '[^']+'" "$step_log" | cut -d"'" -f2 | sort -u | head -2 | while read -r test; do
+    echo "== native stack of the crash in $test" | tee -a "$log"
+    timeout "$(limit 60)" cuda-gdb -q -batch -ex "set pagination off" -ex run -ex bt -ex "info registers rip" \
+      -ex "x/4i \$pc" --args python3 -m pytest -q -p no:cacheprovider "$test" 2>&1 \
+      | grep -vE "^\[(New|Thread|Detaching|Inferior)" | tail -60 | tee -a "$log"
+  done
+}
+# pytest-xdist's workers run the files in parallel, and a test that crashes its worker is reported as failed while a
+# fresh worker goes on with the rest (in one process, a crash ended the step at 62% of the tests).
+xdist_args=()
+if python3 -c "import xdist" 2>/dev/null; then xdist_args=(-n 4 --dist loadfile); fi
+
 step "CUDA tests (every test with a CUDA case, tensors past 2^31 elements included)"
-timeout "$(limit 200)" python3 -m pytest tests "${pytest_args[@]}" -k cuda --run-slow --maxfail=30 --durations=10 \
-  >"$step_log" 2>&1 || status=1
-keep; tail -40 "$step_log"
+timeout "$(limit 200)" python3 -m pytest tests "${pytest_args[@]}" "${xdist_args[@]}" -k cuda --run-slow \
+  --maxfail=30 --durations=10 >"$step_log" 2>&1 || status=1
+keep; tail -40 "$step_log"; backtrace_crashes
 
 step "compute-sanitizer memcheck on a CUDA subset"
 # Without the caching allocator every tensor is its own allocation, so an access past its end is caught rather
@@ -113,24 +129,16 @@ PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout "$(limit 100)" compute-sanitizer --tool
   }
 keep; grep -E "ERROR SUMMARY|passed|failed" "$step_log" | tail -3
 
-step "benchmarks: the issue's shapes in float32 (TF32 allowed) and a bfloat16 subset"
-timeout "$(limit 170)" python3 -m fused_sigmoid bench --device cuda --allow-tf32 --dtypes float32 bfloat16 \
-  --impls fused compile eager-repeat --rounds 2 --min-run-time 0.05 \
-  --output "$out/cuda.csv" --plot "$out/cuda_speedup.png" >"$step_log" 2>&1 || { status=1; tail -5 "$step_log"; }
-keep; grep -E "^# .*failed" "$step_log"
-
-step "the mid shapes' parts beside alternatives (row blocks in the forward, batched weight gradients), as time allows"
-# About 15-20 s on an H100/H200 by count (76 timed lines); each variant's result is checked before it is timed. Run
-# before the longer optional steps, which would leave it no time (the CUTLASS sweep alone may take three minutes).
-PYTHONPATH=. timeout "$(limit 45)" python3 benchmarks/cuda_alternatives.py --output "$out/cuda_alternatives.csv" \
-  >"$step_log" 2>&1 || { echo "alternatives cut short or failed (not a failure of the check):"; tail -3 "$step_log"; }
-keep; grep -E "^# .*(failed|wrong)" "$step_log" | cut -c1-160 | head -5
-
 step "compute-sanitizer racecheck on the skinny kernels' shared-memory pipeline"
 # The skinny kernels refill each shared-memory stage while other warps may still read it unless the barriers say
 # otherwise. Three million rows give every forward block several tiles and some backward blocks a second chunk;
 # 4097 rows at an odd offset take the element-by-element copies.
-timeout "$(limit 90)" compute-sanitizer --tool racecheck --error-exitcode 3 \
+# Only our skinny kernels are checked: with every kernel instrumented (the eager reference's cuBLAS GEMMs over three
+# million rows too), 100 s did not see the first test through on an H100. Newer sanitizers name the option
+# --kernel-name, older ones --filter.
+kernel_filter=--kernel-name
+compute-sanitizer --help 2>/dev/null | grep -q -- "--kernel-name" || kernel_filter=--filter
+timeout "$(limit 90)" compute-sanitizer --tool racecheck "$kernel_filter" kns=skinny --error-exitcode 3 \
   python3 -m pytest "${pytest_args[@]}" -x tests/test_backward_parity.py \
   -k "cuda and ((more_rows_than and 3000001 and dtype0) or (odd_offset and 4097 and features0))" >"$step_log" 2>&1
 case $? in
@@ -140,6 +148,26 @@ case $? in
      else status=1; fi ;;
 esac
 keep; grep -E "ERROR SUMMARY|RACECHECK SUMMARY|hazard|passed|failed" "$step_log" | tail -4
+
+step "benchmarks: the issue's shapes in float32 (TF32 allowed) and a bfloat16 subset"
+timeout "$(limit 170)" python3 -m fused_sigmoid bench --device cuda --allow-tf32 --dtypes float32 bfloat16 \
+  --impls fused compile eager-repeat --rounds 2 --min-run-time 0.05 \
+  --output "$out/cuda.csv" --plot "$out/cuda_speedup.png" >"$step_log" 2>&1 || { status=1; tail -5 "$step_log"; }
+keep; grep -E "^# .*failed" "$step_log"
+
+step "mid shapes against torch.compile(mode='max-autotune'), as time allows"
+timeout "$(limit 120)" python3 -m fused_sigmoid bench --device cuda --allow-tf32 --dtypes float32 \
+  --shapes 65536x64x64 65536x256x256 --max-autotune --impls fused compile-max-autotune --rounds 2 \
+  --min-run-time 0.05 --output "$out/cuda_max_autotune.csv" --plot /tmp/cuda_max_autotune.png \
+  >"$step_log" 2>&1 || { echo "max-autotune comparison cut short:"; tail -3 "$step_log"; }
+keep
+
+step "the mid shapes' parts beside alternatives (row blocks in the forward, batched weight gradients), as time allows"
+# About 15-20 s on an H100/H200 by count (76 timed lines); each variant's result is checked before it is timed. Run
+# before the longer optional steps, which would leave it no time (the CUTLASS sweep alone may take three minutes).
+PYTHONPATH=. timeout "$(limit 45)" python3 benchmarks/cuda_alternatives.py --output "$out/cuda_alternatives.csv" \
+  >"$step_log" 2>&1 || { echo "alternatives cut short or failed (not a failure of the check):"; tail -3 "$step_log"; }
+keep; grep -E "^# .*(failed|wrong)" "$step_log" | cut -c1-160 | head -5
 
 if [ -n "${CUTLASS_INCLUDE_DIR:-}" ]; then
   step "the CUTLASS forward's Ampere and Hopper kernels against cuBLAS + sigmoid on GEMM shapes, as time allows"
@@ -184,17 +212,10 @@ else
   echo "no ncu on this machine" | tee -a "$log"
 fi
 
-step "mid shapes against torch.compile(mode='max-autotune'), as time allows"
-timeout "$(limit 120)" python3 -m fused_sigmoid bench --device cuda --allow-tf32 --dtypes float32 \
-  --shapes 65536x64x64 65536x256x256 --max-autotune --impls fused compile-max-autotune --rounds 2 \
-  --min-run-time 0.05 --output "$out/cuda_max_autotune.csv" --plot /tmp/cuda_max_autotune.png \
-  >"$step_log" 2>&1 || { echo "max-autotune comparison cut short:"; tail -3 "$step_log"; }
-keep
-
 step "the rest of the test suite (CPU cases, on this machine's torch), as time allows"
-timeout "$(limit 90)" python3 -m pytest tests "${pytest_args[@]}" -k "not cuda" >"$step_log" 2>&1
+timeout "$(limit 90)" python3 -m pytest tests "${pytest_args[@]}" "${xdist_args[@]}" -k "not cuda" >"$step_log" 2>&1
 case $? in 0) ;; 124) echo "CPU cases cut short by the time budget (CI runs them all)" ;; *) status=1 ;; esac
-keep; tail -3 "$step_log"
+keep; tail -3 "$step_log"; backtrace_crashes
 
 step "summary"
 python3 - "$out"/cuda.csv "$out"/cuda_max_autotune.csv <<'PY' | tee -a "$log" || status=1
