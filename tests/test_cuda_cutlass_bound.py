@@ -1,10 +1,12 @@
 """The CUDA forward's CUTLASS path, steered by two variables read once per process: FUSED_SIGMOID_CUTLASS_MAX_FEATURES
-bounds K and M of the shapes it takes, and FUSED_SIGMOID_CUTLASS_HOPPER=1 runs Hopper's own kernels where the device
-and the build allow (torch.ops.fused_sigmoid.cutlass_kernels() says which kernels can run). Unset (the default
-bound, 64) and at 0 no CUTLASS GEMM runs on the shapes here (K, M >= 256); at 8192 the Ampere kernels run on the
-smaller and the larger one alike (in a build with CUTLASS; cuBLAS without), and with FUSED_SIGMOID_CUTLASS_HOPPER=1
-the Hopper kernels do, where they can run. Either way the forward stays within twice eager's error against float64.
-Values that are not what each variable takes are errors naming it. Each setting runs in a fresh process."""
+bounds K and M of the shapes it takes, and FUSED_SIGMOID_CUTLASS_HOPPER says whether Hopper's own kernels (1) or the
+Ampere ones (0) take them, where the device and the build allow (torch.ops.fused_sigmoid.cutlass_kernels() says
+which kernels can run). Unset, the half types' bound is 64 and float32 as TF32 goes to the Hopper kernels up to 512
+where they can run: so of the shapes here (K, M >= 256) only float32's smaller one takes a CUTLASS GEMM, and only
+there. At 0 none does; at 8192 with FUSED_SIGMOID_CUTLASS_HOPPER=0 the Ampere kernels run on the smaller and the
+larger one alike (in a build with CUTLASS; cuBLAS without), and with 1 the Hopper kernels do, where they can run.
+Either way the forward stays within twice eager's error against float64. Values that are not what each variable
+takes are errors naming it. Each setting runs in a fresh process."""
 
 import os
 import subprocess
@@ -95,16 +97,24 @@ def gemms_that_ran(settings):
 
 
 @needs_cuda
-@pytest.mark.parametrize("settings", [{}, {"FUSED_SIGMOID_CUTLASS_MAX_FEATURES": "0"},
+def test_default_routes_only_tf32_on_hopper_beyond_64_features():
+    gemms = gemms_that_ran({})
+    # In the child's order: bfloat16 at 256 and 2048 -> 1536, then float32 at both.
+    tf32_at_256 = "hopper" if "hopper" in torch.ops.fused_sigmoid.cutlass_kernels() else "none"
+    assert gemms == ["none", "none", tf32_at_256, "none"], gemms
+
+
+@needs_cuda
+@pytest.mark.parametrize("settings", [{"FUSED_SIGMOID_CUTLASS_MAX_FEATURES": "0"},
                                       {"FUSED_SIGMOID_CUTLASS_MAX_FEATURES": "0", "FUSED_SIGMOID_CUTLASS_HOPPER": "1"}],
-                         ids=["unset", "bound 0", "bound 0 with Hopper"])
+                         ids=["bound 0", "bound 0 with Hopper"])
 def test_no_cutlass_gemm_outside_the_bound(settings):
     assert gemms_that_ran(settings) == ["none"] * 4
 
 
 @needs_cuda
 def test_the_bound_routes_every_shape_to_the_ampere_kernels():
-    gemms = gemms_that_ran({"FUSED_SIGMOID_CUTLASS_MAX_FEATURES": "8192"})
+    gemms = gemms_that_ran({"FUSED_SIGMOID_CUTLASS_MAX_FEATURES": "8192", "FUSED_SIGMOID_CUTLASS_HOPPER": "0"})
     # A build without CUTLASS runs cuBLAS throughout.
     expected = "ampere" if "ampere" in torch.ops.fused_sigmoid.cutlass_kernels() else "none"
     assert gemms == [expected] * 4, gemms

@@ -5,8 +5,8 @@
 //
 // Tensor cores only: float16 and bfloat16, and float32 where PyTorch allows TF32 for matmuls (as eager's cuBLAS
 // call then uses it); float32 without TF32 and float64 stay on cuBLAS. The kernels here are CUTLASS's Ampere
-// (sm_80) GEMMs, which also run on Hopper; gemm_sigmoid_hopper.cu holds Hopper's own, taken where
-// FUSED_SIGMOID_CUTLASS_HOPPER=1 asks for them.
+// (sm_80) GEMMs, which also run on Hopper; gemm_sigmoid_hopper.cu holds Hopper's own, which take float32 (TF32) on
+// Hopper by default, and any dtype where FUSED_SIGMOID_CUTLASS_HOPPER=1 asks for them.
 #include "../alignment.h"
 #include "../gemm_sigmoid.h"
 #include "eager_sigmoid.h"
@@ -24,28 +24,51 @@
 #include <cstdint>
 #include <cstdlib>
 #include <limits>
+#include <optional>
 #include <string>
 #include <vector>
 
 namespace fused_sigmoid::cuda {
 namespace {
 
-// The shapes this path takes by default: K and M up to 64. Timed on an H200 against cuBLAS's Hopper kernels followed
-// by ATen's sigmoid (benchmarks/results/cuda-h200-gemm-bound-*.csv, one process per path), these Ampere tensor-core
-// kernels (mma.sync) were 1.12-1.18x faster at K = M = 64 and 0.40-0.76x as fast from 256 to 4096, in bfloat16 and
-// TF32: there the pass over y that the epilogue saves costs less than the Hopper instructions it gives up. At 128
-// the two were a draw within the noise between the processes (0.87-0.92x; 1.04-1.10x against each one's own eager).
+// The shapes this path takes by default, timed against cuBLAS followed by ATen's sigmoid, one process per path, each
+// path's speed-up over the eager run in its own process (benchmarks/results/cuda-h100-gemm-bound-*.csv,
+// cuda-h200-gemm-bound-*.csv):
+// - The Ampere tensor-core kernels (mma.sync), on every device from compute capability 8.0, for K and M up to 64:
+//   1.12-1.18x faster than cuBLAS at K = M = 64 on an H200; 1.61x eager against cuBLAS's 0.95x in bfloat16 and 1.28x
+//   against 0.96x in TF32 on an H100. From 256 to 4096 they ran 0.40-0.76x as fast as cuBLAS: there the pass over y
+//   that the epilogue saves costs less than the Hopper instructions they give up.
+// - Hopper's own (wgmma, TMA), for float32 as TF32 on compute capability 9.0 with sm_90a code, for K and M up to 512:
+//   on an H100 1.52x eager at 128, 1.57x at 256 and 1.35x at 512, where cuBLAS ran 1.10x, 0.99x and 1.00x; 1.26x at
+//   64, a draw with the Ampere kernels; 0.83x at 4096 against cuBLAS's 0.94x. In bfloat16 they beat cuBLAS at 128
+//   only (1.16x against 1.07x) and lost at 256 and 512 (0.98x and 0.87x against 1.07x and 1.05x), so the half types
+//   keep the Ampere kernels' bound.
 constexpr int64_t kDefaultMaxFeatures = 64;
+constexpr int64_t kDefaultHopperTF32MaxFeatures = 512;
 
-// The bound in force: kDefaultMaxFeatures, or FUSED_SIGMOID_CUTLASS_MAX_FEATURES when it is set (read once), so that
-// benchmarks/gpu_check.sh can time both paths on the same shapes from one build: 0 sends every shape this path
+// Which kernels take a shape by default: those within max_features (for K and M), Hopper's where hopper is set and
+// the device and build can run them, else the Ampere ones.
+struct Route {
+  int64_t max_features;
+  bool hopper;
+};
+
+Route default_route(at::ScalarType dtype) {
+  if (dtype == at::kFloat && current_device_runs_sm90a_code()) {
+    return {kDefaultHopperTF32MaxFeatures, true};
+  }
+  return {kDefaultMaxFeatures, false};
+}
+
+// FUSED_SIGMOID_CUTLASS_MAX_FEATURES, read once, where it is set: it replaces the default bound for every dtype, so
+// that benchmarks/gpu_check.sh can time every path on the same shapes from one build; 0 sends every shape this path
 // could take to cuBLAS (the skinny shapes keep their own kernel). Set but empty, out of range or not a whole
 // non-negative number is an error, raised on every call, rather than a silent default.
-int64_t max_features() {
-  static const int64_t bound = [] {
+std::optional<int64_t> max_features_setting() {
+  static const std::optional<int64_t> bound = []() -> std::optional<int64_t> {
     const char* text = std::getenv("FUSED_SIGMOID_CUTLASS_MAX_FEATURES");
     if (text == nullptr) {
-      return kDefaultMaxFeatures;
+      return std::nullopt;
     }
     char* end = nullptr;
     errno = 0;
@@ -58,14 +81,13 @@ int64_t max_features() {
   return bound;
 }
 
-// Whether the Hopper kernels (gemm_sigmoid_hopper.cu) take the shapes within the bound on a device and build that
-// can run them: FUSED_SIGMOID_CUTLASS_HOPPER=1 (read once). Off by default until they are timed against the Ampere
-// kernels and cuBLAS (benchmarks/gpu_check.sh times all three); any value but 0 or 1 is an error.
-bool hopper_kernels_chosen() {
-  static const bool chosen = [] {
+// FUSED_SIGMOID_CUTLASS_HOPPER, read once, where it is set: 1 gives every shape within the bound to the Hopper kernels
+// where the device and build can run them, 0 to the Ampere ones; any other value is an error.
+std::optional<bool> hopper_setting() {
+  static const std::optional<bool> chosen = []() -> std::optional<bool> {
     const char* text = std::getenv("FUSED_SIGMOID_CUTLASS_HOPPER");
     if (text == nullptr) {
-      return false;
+      return std::nullopt;
     }
     const std::string value(text);
     TORCH_CHECK(value == "0" || value == "1", "linear_sigmoid: FUSED_SIGMOID_CUTLASS_HOPPER must be 0 or 1, got '",
@@ -175,19 +197,20 @@ bool gemm_sigmoid_on_tensor_cores(
   if (at::cuda::getCurrentDeviceProperties()->major < 8) {
     return false;
   }
-  const int64_t K = w.size(1);
-  const int64_t M = w.size(0);
-  // CUTLASS holds row coordinates in 32 bits, and adds up to a tile's height to them in the last tile.
-  const int64_t max_rows = std::numeric_limits<int>::max() - 256;
-  if (K == 0 || K > max_features() || M > max_features() || x.size(0) > max_rows ||
-      !aligned_for_vectors(x, w, b, y)) {
-    return false;
-  }
   const at::ScalarType dtype = x.scalar_type();
   if (dtype != at::kHalf && dtype != at::kBFloat16 && !(dtype == at::kFloat && tf32_matmuls_allowed())) {
     return false;
   }
-  if (hopper_kernels_chosen() && gemm_sigmoid_hopper(x, w, b, y)) {
+  const Route route = default_route(dtype);
+  const int64_t bound = max_features_setting().value_or(route.max_features);
+  const int64_t K = w.size(1);
+  const int64_t M = w.size(0);
+  // CUTLASS holds row coordinates in 32 bits, and adds up to a tile's height to them in the last tile.
+  const int64_t max_rows = std::numeric_limits<int>::max() - 256;
+  if (K == 0 || K > bound || M > bound || x.size(0) > max_rows || !aligned_for_vectors(x, w, b, y)) {
+    return false;
+  }
+  if (hopper_setting().value_or(route.hopper) && gemm_sigmoid_hopper(x, w, b, y)) {
     return true;
   }
   switch (dtype) {
