@@ -91,6 +91,19 @@ for dtype, (n, k, m) in [(torch.bfloat16, (4096, 4096, 4096)), (torch.float32, (
         kernels = [f"{event.name[:90]} {event.time_range.elapsed_us():.1f} us" for event in profile.events()
                    if event.device_type.name == "CUDA"]
         print(f"{dtype} {n}x{k}->{m} {name}: {kernels}")
+# A training step's kernels where ours took 0.59 ms against its forward's 0.11 and backward's 0.24 on an H100.
+for dtype, (n, k, m) in [(torch.float32, (16384, 4096, 1))]:
+    leaves = [torch.randn(*size, device="cuda", dtype=dtype, requires_grad=True) for size in ((n, k), (m, k), (m,))]
+    grad_output = torch.randn(n, m, device="cuda", dtype=dtype)
+    for name, fn in (("ours", linear_sigmoid), ("eager", reference_linear_sigmoid)):
+        torch.autograd.grad(fn(*leaves), leaves, grad_output)
+        torch.cuda.synchronize()
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as profile:
+            torch.autograd.grad(fn(*leaves), leaves, grad_output)
+            torch.cuda.synchronize()
+        kernels = [f"{event.name[:70]} {event.time_range.elapsed_us():.1f} us" for event in profile.events()
+                   if event.device_type.name == "CUDA"]
+        print(f"{dtype} {n}x{k}->{m} training step {name}: {kernels}")
 print("CUTLASS kernels this build can run here:", torch.ops.fused_sigmoid.cutlass_kernels())
 PY
 
