@@ -34,10 +34,12 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <cstdlib>
 #include <limits>
 #include <map>
 #include <mutex>
 #include <optional>
+#include <string>
 #include <tuple>
 #include <vector>
 
@@ -240,6 +242,25 @@ at::Tensor linear_sigmoid_cuda(
   return output;
 }
 
+// The skinny backward's bound on a tile's rows: kDefaultSkinnyBackwardTileRows, or
+// FUSED_SIGMOID_SKINNY_BACKWARD_TILE_ROWS where it is set (read once), so that benchmarks/gpu_check.sh can time larger
+// tiles from one build. 256, 512 or 1024; any other value is an error, raised on every call, rather than a silent
+// default.
+int skinny_backward_tile_rows() {
+  static const int rows = [] {
+    const char* text = std::getenv("FUSED_SIGMOID_SKINNY_BACKWARD_TILE_ROWS");
+    if (text == nullptr) {
+      return kDefaultSkinnyBackwardTileRows;
+    }
+    const std::string value(text);
+    TORCH_CHECK(value == "256" || value == "512" || value == "1024",
+                "linear_sigmoid_backward: FUSED_SIGMOID_SKINNY_BACKWARD_TILE_ROWS must be 256, 512 or 1024, got '",
+                value, "'");
+    return std::stoi(value);
+  }();
+  return rows;
+}
+
 // The skinny shapes' backward: one pass of linear_sigmoid_skinny_backward_kernel, then the chunks' weight and bias
 // gradient sums added up.
 LinearSigmoidGradients skinny_backward(
@@ -259,10 +280,11 @@ LinearSigmoidGradients skinny_backward(
   const at::Tensor bias_partials = output_mask[2] ? at::empty({num_chunks, M}, sums) : at::Tensor();
   LinearSigmoidGradients gradients;
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  const int tile_rows = skinny_backward_tile_rows();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, y.scalar_type(), "linear_sigmoid_skinny_backward", [&] {
     with_out_features(static_cast<int>(M), [&](auto out_features) {
       constexpr int kOutFeatures = decltype(out_features)::value;
-      const SkinnyBackwardTile tile = skinny_backward_tile<scalar_t>(static_cast<int>(K), kOutFeatures);
+      const SkinnyBackwardTile tile = skinny_backward_tile<scalar_t>(static_cast<int>(K), kOutFeatures, tile_rows);
       const auto kernel = linear_sigmoid_skinny_backward_kernel<scalar_t, kOutFeatures>;
       const int blocks = resident_blocks(reinterpret_cast<const void*>(kernel), tile.bytes, num_chunks);
       kernel<<<blocks, kThreads, tile.bytes, stream>>>(
@@ -273,6 +295,7 @@ LinearSigmoidGradients skinny_backward(
           w.const_data_ptr<scalar_t>(),
           N,
           static_cast<int>(K),
+          tile_rows,
           x.stride(0) == K && is_16_byte_aligned(x),
           is_16_byte_aligned(dy) && is_16_byte_aligned(y),
           output_mask[0] ? grad_input.mutable_data_ptr<scalar_t>() : nullptr,

@@ -30,9 +30,16 @@ constexpr int kSkinnyStageBytes = 16 * 1024;
 // Bytes of the forward's staged outputs: with two full stages, within the 48 KiB a block may take unasked.
 constexpr int kSkinnyOutputBytes = 8 * 1024;
 // Rows a tile may hold: the forward's bound keeps a few rows per thread; the backward's keeps a tile's weight
-// gradient partial sums over few rows per thread.
+// gradient partial sums over few rows per thread. The backward's bound is a launch argument, so that
+// FUSED_SIGMOID_SKINNY_BACKWARD_TILE_ROWS (linear_sigmoid_cuda.cu) can time larger tiles from one build: at 256 rows
+// a stage of 3 -> 2 holds 7 KiB in float32 and 3.5 KiB in bfloat16, and that backward ran at 43% and 22% of its
+// memory floor on an H100 in the same time for both dtypes, as if bound by the bytes in flight rather than moved.
 constexpr int kMaxSkinnyForwardTileRows = 2048;
-constexpr int kMaxSkinnyBackwardTileRows = 256;
+constexpr int kDefaultSkinnyBackwardTileRows = 256;
+constexpr int kMaxSkinnyBackwardTileRows = 1024;
+// Bytes of the backward tile's dz (rows x M in opmath) at most: what 256 rows never passed, so that larger tiles of
+// half-type rows with few inputs and many outputs still keep two stages, dz and the static arrays within 48 KiB.
+constexpr int kSkinnyDzBytes = 8 * 1024;
 // Tiles start at multiples of this many rows, so that each tile's x, dy and y start 16-byte aligned when the tensors
 // do (16 bytes are 8 elements of the narrowest dtype).
 constexpr int kTileRowMultiple = 8;
@@ -89,8 +96,8 @@ __host__ __device__ constexpr SkinnyForwardTile skinny_forward_tile(int K, int M
   return {rows, pitch_bytes / kElement, vector_rows, stage_bytes, 2 * stage_bytes + output_bytes};
 }
 
-// The backward's tile: its rows, where dy and y start in a stage (x first), one stage's bytes, and the dynamic
-// shared memory of two stages and the tile's dz (rows x M in opmath).
+// The backward's tile, of at most max_rows rows: its rows, where dy and y start in a stage (x first), one stage's
+// bytes, and the dynamic shared memory of two stages and the tile's dz (rows x M in opmath).
 struct SkinnyBackwardTile {
   int rows;
   int dy_offset;
@@ -100,13 +107,16 @@ struct SkinnyBackwardTile {
 };
 
 template <typename scalar_t>
-__host__ __device__ constexpr SkinnyBackwardTile skinny_backward_tile(int K, int M) {
+__host__ __device__ constexpr SkinnyBackwardTile skinny_backward_tile(int K, int M, int max_rows) {
   constexpr int kElement = sizeof(scalar_t);
-  const int rows = rows_within(kSkinnyStageBytes, (K + 2 * M) * kElement, kMaxSkinnyBackwardTileRows);
+  constexpr int kOpmath = sizeof(at::opmath_type<scalar_t>);
+  const int by_inputs = rows_within(kSkinnyStageBytes, (K + 2 * M) * kElement, max_rows);
+  const int by_dz = rows_within(kSkinnyDzBytes, M * kOpmath, max_rows);
+  const int rows = by_inputs < by_dz ? by_inputs : by_dz;
   const int dy_offset = round_up_to_16(rows * K * kElement);
   const int y_offset = dy_offset + round_up_to_16(rows * M * kElement);
   const int stage_bytes = y_offset + round_up_to_16(rows * M * kElement);
-  const int dz_bytes = rows * M * static_cast<int>(sizeof(at::opmath_type<scalar_t>));
+  const int dz_bytes = rows * M * kOpmath;
   return {rows, dy_offset, y_offset, stage_bytes, 2 * stage_bytes + dz_bytes};
 }
 
@@ -130,7 +140,9 @@ constexpr bool skinny_shared_memory_fits() {
   for (int K = 0; K <= kMaxSkinnyInFeatures; ++K) {
     for (int M = 1; M <= kMaxSkinnyOutFeatures; ++M) {
       if (skinny_forward_tile<scalar_t>(K, M).bytes + skinny_forward_static_bytes<scalar_t>(M) > kBlockBytes ||
-          skinny_backward_tile<scalar_t>(K, M).bytes + skinny_backward_static_bytes<scalar_t>(M) > kBlockBytes) {
+          skinny_backward_tile<scalar_t>(K, M, kMaxSkinnyBackwardTileRows).bytes +
+                  skinny_backward_static_bytes<scalar_t>(M) >
+              kBlockBytes) {
         return false;
       }
     }
@@ -356,7 +368,8 @@ decltype(auto) with_out_features(int out_features, F&& f) {
 // the bias sums every dz in double, so that the bias gradient is the rounded exact sum. dx, weight_partials and
 // bias_partials are null when not asked for; the partials are (chunks, M * K) and (chunks, M). M is a template
 // argument, as in the forward: grad_input's sum over m and the dz indexing unroll. x_async: x's rows
-// are contiguous and x is 16-byte aligned; grad_async: dy and y are 16-byte aligned. Asking for six blocks a
+// are contiguous and x is 16-byte aligned; grad_async: dy and y are 16-byte aligned; max_tile_rows bounds a tile's
+// rows (kDefaultSkinnyBackwardTileRows, up to kMaxSkinnyBackwardTileRows). Asking for six blocks a
 // multiprocessor holds the registers to 40 a thread (64 otherwise: four blocks); on H100 and H200 shared memory
 // then admits six for most shapes, 3 -> 2 and 30 -> 1 in float32 among them. Nothing spills on sm_90, and 12
 // bytes of float64's on sm_80.
@@ -369,6 +382,7 @@ __global__ void __launch_bounds__(kThreads, 6) linear_sigmoid_skinny_backward_ke
     const scalar_t* __restrict__ w,
     int64_t rows,
     int K,
+    int max_tile_rows,
     bool x_async,
     bool grad_async,
     scalar_t* __restrict__ dx,
@@ -378,7 +392,7 @@ __global__ void __launch_bounds__(kThreads, 6) linear_sigmoid_skinny_backward_ke
   using opmath_t = at::opmath_type<scalar_t>;
   __shared__ opmath_t w_shared[M * kMaxSkinnyInFeatures];
   __shared__ double group_sums[kThreads];
-  const SkinnyBackwardTile tile = skinny_backward_tile<scalar_t>(K, M);
+  const SkinnyBackwardTile tile = skinny_backward_tile<scalar_t>(K, M, max_tile_rows);
   const auto stage = [&](int64_t j) { return skinny_tile_bytes + (j & 1) * tile.stage_bytes; };
   auto* const dz_tile = reinterpret_cast<opmath_t*>(skinny_tile_bytes + 2 * tile.stage_bytes);
   load_weight(w, K, M, w_shared);

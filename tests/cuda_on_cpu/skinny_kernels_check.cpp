@@ -62,6 +62,7 @@ struct Case {
   int grid;          // blocks launched, at most one per tile (forward) or chunk (backward)
   bool bias;
   std::array<bool, 3> mask;  // grad_input, grad_weight, grad_bias
+  int backward_tile_rows;    // the backward's bound on a tile's rows: the default or the largest allowed
 };
 
 template <typename T>
@@ -109,7 +110,8 @@ void run(const Case& c, cuda_on_cpu::BlockThreads& block, std::mt19937& generato
   const auto draw = [&](double scale) { return static_cast<T>(static_cast<float>(normal(generator) * scale)); };
   const std::string where = std::string("rows ") + std::to_string(c.rows) + ", " + std::to_string(c.K) + " -> " +
       std::to_string(c.M) + ", ldx " + std::to_string(c.ldx) + ", offset " + std::to_string(c.offset) + ", grid " +
-      std::to_string(c.grid) + (cuda_on_cpu::eager_copies ? ", copies at once" : ", copies at the wait");
+      std::to_string(c.grid) + ", backward tiles of up to " + std::to_string(c.backward_tile_rows) + " rows" +
+      (cuda_on_cpu::eager_copies ? ", copies at once" : ", copies at the wait");
   Buffer<T> x_rows(c.rows > 0 ? (c.rows - 1) * c.ldx + c.K : 0, c.offset);
   for (auto& v : x_rows) {
     v = draw(1.0);
@@ -156,10 +158,11 @@ void run(const Case& c, cuda_on_cpu::BlockThreads& block, std::mt19937& generato
   std::vector<double> bias_partials(c.mask[2] ? chunks * c.M : 0, NAN);
   with_out_features(c.M, [&](auto out_features) {
     constexpr int kOutFeatures = decltype(out_features)::value;
-    const SkinnyBackwardTile tile = skinny_backward_tile<T>(c.K, kOutFeatures);
+    const SkinnyBackwardTile tile = skinny_backward_tile<T>(c.K, kOutFeatures, c.backward_tile_rows);
     block.launch(static_cast<int>(std::clamp<int64_t>(chunks, 1, c.grid)), tile.bytes, &skinny_tile_bytes, [&] {
       linear_sigmoid_skinny_backward_kernel<T, kOutFeatures>(
-          dy.data(), y.data(), x, c.ldx, w.data(), c.rows, c.K, c.ldx == c.K && is_16_byte_aligned(x),
+          dy.data(), y.data(), x, c.ldx, w.data(), c.rows, c.K, c.backward_tile_rows,
+          c.ldx == c.K && is_16_byte_aligned(x),
           is_16_byte_aligned(dy.data()) && is_16_byte_aligned(y.data()), c.mask[0] ? dx.data() : nullptr,
           c.mask[1] ? weight_partials.data() : nullptr, c.mask[2] ? bias_partials.data() : nullptr);
     });
@@ -222,7 +225,7 @@ int run_all() {
           continue;  // the element-by-element paths are the same code at every size
         }
         Case c{rows, K, M, layout == 1 ? K + 3 : K, layout == 2 ? 1 : 0, 1 + cases % 3, cases % 4 != 1,
-               {true, true, true}};
+               {true, true, true}, cases % 7 < 4 ? kDefaultSkinnyBackwardTileRows : kMaxSkinnyBackwardTileRows};
         if (cases % 5 == 3) {
           c.mask = {true, false, false};
         } else if (cases % 5 == 4) {
