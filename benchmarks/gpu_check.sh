@@ -2,16 +2,17 @@
 # The GPU check, for a fresh H100/H200 machine that has its own CUDA build of torch, nvcc and ninja and nothing to
 # download: builds the extension with its CUDA kernels (for sm_90a, so that the Hopper CUTLASS kernels are real), runs
 # the CUDA tests (with a native stack of any test that crashes its process), runs compute-sanitizer's memcheck over a
-# short CUDA subset and its racecheck over the skinny kernels (tests/test_skinny_kernels_on_cpu.py checks their
-# barriers on every machine; this checks them on the hardware), runs the CUDA benchmarks, then, as time allows,
-# compares with torch.compile(mode="max-autotune") on the mid shapes, times the mid shapes' parts beside alternatives
-# to them (benchmarks/cuda_alternatives.py), times the CUTLASS forward's Ampere and Hopper kernels against cuBLAS +
-# sigmoid on GEMM shapes (to set the CUTLASS path's bounds and choose its kernels), profiles the skinny kernels with
-# Nsight Compute and runs the rest of the test suite, and prints a short table last. Into the folder given as the
-# argument go check.log (every step's full output, in order), cuda.csv, cuda_speedup.png, cuda_max_autotune.csv,
-# cuda_alternatives.csv, cuda_gemm_bound_0.csv, cuda_gemm_bound_8192.csv and cuda_gemm_bound_8192_hopper.csv (the same
-# shapes with every forward on cuBLAS, with the Ampere CUTLASS kernels taking all of them, and with the Hopper ones):
-# eight files, as many as a lent machine sends back.
+# short CUDA subset and its racecheck over the skinny kernels (tests/test_skinny_kernels_on_cpu.py checks their barriers
+# on every machine; this checks them on the hardware), runs the CUDA benchmarks, then, as time allows, compares with
+# torch.compile(mode="max-autotune") on the mid shapes, times the skinny backward with larger tiles
+# (FUSED_SIGMOID_SKINNY_BACKWARD_TILE_ROWS), profiles the skinny kernels with Nsight Compute, times the mid shapes'
+# parts beside alternatives to them (benchmarks/cuda_alternatives.py), times the CUTLASS forward's Ampere and Hopper
+# kernels against cuBLAS + sigmoid on GEMM shapes (to set the CUTLASS path's bounds and choose its kernels) and runs the
+# rest of the test suite, and prints a short table last. Into the folder given as the argument go check.log (every
+# step's full output, in order), cuda.csv, cuda_speedup.png, cuda_max_autotune.csv, cuda_alternatives.csv,
+# cuda_gemm_bound_0.csv, cuda_gemm_bound_8192.csv and cuda_gemm_bound_8192_hopper.csv (the same shapes with every
+# forward on cuBLAS, with the Ampere CUTLASS kernels taking all of them, and with the Hopper ones): eight files, as many
+# as a lent machine sends back.
 # The steps share one budget of 7.5 minutes (CHECK_SECONDS), most important first, each cut off where it would overrun
 # it.
 #
@@ -175,31 +176,30 @@ timeout "$(limit 120)" python3 -m fused_sigmoid bench --device cuda --allow-tf32
   >"$step_log" 2>&1 || { echo "max-autotune comparison cut short:"; tail -3 "$step_log"; }
 keep
 
-step "the mid shapes' parts beside alternatives (row blocks in the forward, batched weight gradients), as time allows"
-# About 15-20 s on an H100/H200 by count (76 timed lines); each variant's result is checked before it is timed. Run
-# before the longer optional steps, which would leave it no time (the CUTLASS sweep alone may take three minutes).
-PYTHONPATH=. timeout "$(limit 45)" python3 benchmarks/cuda_alternatives.py --output "$out/cuda_alternatives.csv" \
-  >"$step_log" 2>&1 || { echo "alternatives cut short or failed (not a failure of the check):"; tail -3 "$step_log"; }
-keep; grep -E "^# .*(failed|wrong)" "$step_log" | cut -c1-160 | head -5
-
-if [ -n "${CUTLASS_INCLUDE_DIR:-}" ]; then
-  step "the CUTLASS forward's Ampere and Hopper kernels against cuBLAS + sigmoid on GEMM shapes, as time allows"
-  for setting in 0 8192 8192_hopper; do
-    bound=${setting%_hopper}
-    case $setting in *_hopper) hopper=1 ;; *) hopper=0 ;; esac
-    FUSED_SIGMOID_CUTLASS_MAX_FEATURES=$bound FUSED_SIGMOID_CUTLASS_HOPPER=$hopper timeout "$(limit 60)" \
-      python3 -m fused_sigmoid bench --device cuda \
-      --allow-tf32 --dtypes bfloat16 float32 --modes forward --impls fused --rounds 2 --min-run-time 0.05 \
-      --shapes 65536x64x64 65536x128x128 65536x256x256 32768x512x512 8192x4096x4096 \
-      --output "$out/cuda_gemm_bound_$setting.csv" --plot /tmp/cuda_gemm_bound.png >>"$step_log" 2>&1
-    case $? in
-      0) ;;
-      124) echo "CUTLASS setting $setting: cut short by the time budget" | tee -a "$step_log" ;;
-      *) echo "CUTLASS setting $setting: failed" | tee -a "$step_log"; status=1 ;;
-    esac
-  done
-  keep; grep -E "^# .*failed" "$step_log" && status=1
-fi
+step "the skinny backward's tile bound: 256 rows (the default), 512 and 1024, as time allows"
+# Each bound in its own process, as the variable is read once. The rows go to check.log only: the eight files a lent
+# machine sends back are taken. At 256 rows the 3 -> 2 backward ran at 43% (float32) and 22% (bfloat16) of its floor
+# on an H100, in the same time for both: larger stages keep more bytes in flight.
+for rows in 256 512 1024; do
+  FUSED_SIGMOID_SKINNY_BACKWARD_TILE_ROWS=$rows timeout "$(limit 40)" python3 -m fused_sigmoid bench --device cuda \
+    --dtypes float32 bfloat16 --modes backward full --impls fused --rounds 2 --min-run-time 0.05 \
+    --shapes 8388608x3x2 4194304x30x1 --output "/tmp/skinny_tile_rows_$rows.csv" --plot /tmp/skinny_tile_rows.png \
+    >>"$step_log" 2>&1 || echo "tile bound $rows: cut short or failed" | tee -a "$step_log"
+done
+keep
+python3 - /tmp/skinny_tile_rows_256.csv /tmp/skinny_tile_rows_512.csv /tmp/skinny_tile_rows_1024.csv \
+  <<'PY' | tee -a "$log"
+import csv, os, sys
+# Per bound: our time, our speed-up over the eager run of the same process, and the share of the memory floor.
+runs = [{(r["dtype"], f"{r['N']}x{r['K']}->{r['M']}", r["mode"]): r for r in csv.DictReader(open(path))
+         if r["impl"] == "fused"} if os.path.exists(path) else {} for path in sys.argv[1:]]
+print(f"{'dtype':>9} {'shape':>16} {'mode':>8}" + "".join(f" {f'{rows} rows: ms, x eager, floor %':>32}"
+                                                          for rows in (256, 512, 1024)))
+for key in sorted(set().union(*runs)):
+    cells = [f"{float(run[key]['median_ms']):.4f} {float(run[key]['speedup_vs_eager']):.2f}x "
+             f"{100 * float(run[key]['fraction_of_floor']):.0f}%" if key in run else "-" for run in runs]
+    print(f"{key[0]:>9} {key[1]:>16} {key[2]:>8}" + "".join(f" {cell:>32}" for cell in cells))
+PY
 
 step "Nsight Compute on the skinny kernels (throughput, occupancy, stall reasons), as time allows"
 # The skinny kernels run far under the copy bandwidth; the hardware counters say whether they wait on memory, on
@@ -223,6 +223,32 @@ if command -v ncu >/dev/null; then
     "$step_log" | cut -c1-120 | head -24
 else
   echo "no ncu on this machine" | tee -a "$log"
+fi
+
+step "the mid shapes' parts beside alternatives (row blocks in the forward, batched weight gradients), as time allows"
+# 11 s on an H100 (cuda-h100-alternatives.csv, whose results decided against both alternatives); each variant's result
+# is checked before it is timed. Before the CUTLASS sweep, which may take three minutes.
+PYTHONPATH=. timeout "$(limit 45)" python3 benchmarks/cuda_alternatives.py --output "$out/cuda_alternatives.csv" \
+  >"$step_log" 2>&1 || { echo "alternatives cut short or failed (not a failure of the check):"; tail -3 "$step_log"; }
+keep; grep -E "^# .*(failed|wrong)" "$step_log" | cut -c1-160 | head -5
+
+if [ -n "${CUTLASS_INCLUDE_DIR:-}" ]; then
+  step "the CUTLASS forward's Ampere and Hopper kernels against cuBLAS + sigmoid on GEMM shapes, as time allows"
+  for setting in 0 8192 8192_hopper; do
+    bound=${setting%_hopper}
+    case $setting in *_hopper) hopper=1 ;; *) hopper=0 ;; esac
+    FUSED_SIGMOID_CUTLASS_MAX_FEATURES=$bound FUSED_SIGMOID_CUTLASS_HOPPER=$hopper timeout "$(limit 60)" \
+      python3 -m fused_sigmoid bench --device cuda \
+      --allow-tf32 --dtypes bfloat16 float32 --modes forward --impls fused --rounds 2 --min-run-time 0.05 \
+      --shapes 65536x64x64 65536x128x128 65536x256x256 32768x512x512 8192x4096x4096 \
+      --output "$out/cuda_gemm_bound_$setting.csv" --plot /tmp/cuda_gemm_bound.png >>"$step_log" 2>&1
+    case $? in
+      0) ;;
+      124) echo "CUTLASS setting $setting: cut short by the time budget" | tee -a "$step_log" ;;
+      *) echo "CUTLASS setting $setting: failed" | tee -a "$step_log"; status=1 ;;
+    esac
+  done
+  keep; grep -E "^# .*failed" "$step_log" && status=1
 fi
 
 step "the rest of the test suite (CPU cases, on this machine's torch), as time allows"
