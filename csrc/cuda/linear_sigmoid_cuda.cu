@@ -6,15 +6,16 @@
 // suit tensor cores, one CUTLASS GEMM with the bias and sigmoid in its epilogue (cutlass/gemm_sigmoid.cu);
 // otherwise cuBLAS (through ATen's addmm, whose cuBLASLt path adds the bias in its epilogue) into the output, then
 // ATen's in-place sigmoid: cuBLASLt has no sigmoid epilogue.
-// Backward: the skinny shapes run one pass over the rows (skinny_kernels.cuh) that forms dz in shared memory,
-// writes grad_input and sums the weight and bias gradients per chunk of rows. Other shapes run one kernel for dz and
-// its per-chunk column sums, then cuBLAS GEMMs for grad_input and grad_weight. Chunk sums are in double and added by
-// a second kernel in a fixed order without atomics, so gradients repeat bit for bit and the bias gradient is
-// rounded once, as on the CPU. Everything runs on the current stream of the input's device, with int64 indexing.
+// Backward: the skinny shapes run one pass over the rows (skinny_kernels.cuh) that forms dz in shared memory, writes
+// grad_input and sums the weight and bias gradients per chunk of rows. Other shapes run one kernel for dz and its
+// per-chunk column sums (grad_kernels.cuh), then cuBLAS GEMMs for grad_input and grad_weight. Chunk sums are in double
+// and added by a second kernel in a fixed order without atomics, so gradients repeat bit for bit and the bias gradient
+// is rounded once, as on the CPU. Everything runs on the current stream of the input's device, with int64 indexing.
 #include "../checks.h"
 #include "../rows.h"
 #include "alignment.h"
 #include "gemm_sigmoid.h"
+#include "grad_kernels.cuh"
 #include "skinny_kernels.cuh"
 
 #include <ATen/Dispatch.h>
@@ -46,103 +47,6 @@
 namespace fused_sigmoid::cuda {
 namespace {
 
-// The backward's dz pass gives each thread this many rows of a chunk: enough work to cover its loads' latency,
-// few enough that even 65536 x 256 makes thousands of blocks.
-constexpr int kGradRowsPerThread = 16;
-constexpr int kMaxGradColumnsPerBlock = 32;
-
-// How the dz pass lays its blocks over (rows, M): a block covers `columns` adjacent columns (all of them when
-// M < 32) of `chunk_rows` rows, its threads `columns` wide and `row_lanes` tall, so a warp reads consecutive
-// elements of y and dy. The layout depends on M alone, so the bias gradient's summation order is fixed by the shape.
-struct GradLayout {
-  int columns;
-  int row_lanes;
-  int64_t chunk_rows;
-};
-
-__host__ __device__ inline GradLayout grad_layout(int64_t M) {
-  const int columns = M < kMaxGradColumnsPerBlock ? static_cast<int>(M) : kMaxGradColumnsPerBlock;
-  const int row_lanes = kThreads / columns;
-  return {columns, row_lanes, static_cast<int64_t>(row_lanes) * kGradRowsPerThread};
-}
-
-// dz = dy * (1 - y) * y (when dz is not null) and, when partial_sums is not null, each chunk's column sums of the
-// opmath dz (before it is rounded) in double, reduced over the row lanes in a fixed order.
-template <typename scalar_t>
-__global__ void sigmoid_grad_kernel(
-    const scalar_t* __restrict__ dy,
-    const scalar_t* __restrict__ y,
-    int64_t rows,
-    int64_t M,
-    scalar_t* __restrict__ dz,
-    double* __restrict__ partial_sums) {
-  using opmath_t = at::opmath_type<scalar_t>;
-  __shared__ double lane_sums[kThreads];
-  const GradLayout layout = grad_layout(M);
-  // One flat grid over (chunk, column block) pairs: x reaches 2^31 - 1 blocks, where y would stop at 65535 and
-  // limit either the rows or the outputs.
-  const int64_t column_blocks = (M + layout.columns - 1) / layout.columns;
-  const int64_t chunk = blockIdx.x / column_blocks;
-  const int lane_column = threadIdx.x % layout.columns;
-  const int row_lane = threadIdx.x / layout.columns;
-  const int64_t column = (blockIdx.x % column_blocks) * layout.columns + lane_column;
-  const int64_t first_row = chunk * layout.chunk_rows;
-  const int64_t last_row = rows < first_row + layout.chunk_rows ? rows : first_row + layout.chunk_rows;
-  double sum = 0.0;
-  if (row_lane < layout.row_lanes && column < M) {
-    for (int64_t row = first_row + row_lane; row < last_row; row += layout.row_lanes) {
-      const int64_t i = row * M + column;
-      const opmath_t out = static_cast<opmath_t>(y[i]);
-      const opmath_t g = static_cast<opmath_t>(dy[i]) * (opmath_t(1) - out) * out;
-      if (dz != nullptr) {
-        dz[i] = static_cast<scalar_t>(g);
-      }
-      sum += static_cast<double>(g);
-    }
-  }
-  if (partial_sums == nullptr) {
-    return;
-  }
-  lane_sums[threadIdx.x] = sum;
-  __syncthreads();
-  if (row_lane == 0 && column < M) {
-    double total = 0.0;
-    for (int lane = 0; lane < layout.row_lanes; ++lane) {
-      total += lane_sums[lane * layout.columns + lane_column];
-    }
-    partial_sums[chunk * M + column] = total;
-  }
-}
-
-// totals[c] = the sum over chunks of partial_sums[chunk, c], one block per column: each thread adds every
-// kThreads-th chunk in order, then a tree of fixed shape adds the threads' totals, so the result repeats bit for bit.
-template <typename scalar_t>
-__global__ void sum_chunks_kernel(
-    const double* __restrict__ partial_sums,
-    int64_t num_chunks,
-    int64_t columns,
-    scalar_t* __restrict__ totals) {
-  static_assert((kThreads & (kThreads - 1)) == 0, "the tree halves kThreads");
-  __shared__ double thread_sums[kThreads];
-  const int64_t column = blockIdx.x;
-  double total = 0.0;
-  for (int64_t chunk = threadIdx.x; chunk < num_chunks; chunk += kThreads) {
-    total += partial_sums[chunk * columns + column];
-  }
-  thread_sums[threadIdx.x] = total;
-  __syncthreads();
-  for (int width = kThreads / 2; width > 0; width /= 2) {
-    if (threadIdx.x < width) {
-      thread_sums[threadIdx.x] += thread_sums[threadIdx.x + width];
-    }
-    __syncthreads();
-  }
-  if (threadIdx.x == 0) {
-    // As on the CPU: the double total rounds to float first for the half types.
-    totals[column] = static_cast<scalar_t>(thread_sums[0]);
-  }
-}
-
 // A tensor of the partial sums' column count, in the dtype of `like`, holding their sums over the chunks.
 template <typename scalar_t>
 at::Tensor sum_chunks(const at::Tensor& partial_sums, at::IntArrayRef shape, const at::Tensor& like,
@@ -154,7 +58,7 @@ at::Tensor sum_chunks(const at::Tensor& partial_sums, at::IntArrayRef shape, con
   }
   TORCH_CHECK(columns <= std::numeric_limits<int32_t>::max(), "linear_sigmoid_backward: ", columns,
               " gradient elements exceed one CUDA launch");
-  sum_chunks_kernel<scalar_t><<<static_cast<unsigned int>(columns), kThreads, 0, stream>>>(
+  sum_chunks_kernel<scalar_t><<<static_cast<unsigned int>(columns), kGradThreads, 0, stream>>>(
       partial_sums.const_data_ptr<double>(), partial_sums.size(0), columns, totals.mutable_data_ptr<scalar_t>());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return totals;
@@ -362,7 +266,8 @@ linear_sigmoid_backward_cuda(
     // backward's peak memory, which stays eager's (dz and the gradients).
     const at::Tensor partial_sums = output_mask[2] ? at::empty({num_chunks, M}, y.options().dtype(at::kDouble))
                                                    : at::Tensor();
-    sigmoid_grad_kernel<scalar_t><<<static_cast<unsigned int>(num_chunks * column_blocks), kThreads, 0, stream>>>(
+    sigmoid_grad_kernel<scalar_t>
+        <<<static_cast<unsigned int>(num_chunks * column_blocks), kGradThreads, 0, stream>>>(
         dy.const_data_ptr<scalar_t>(),
         y.const_data_ptr<scalar_t>(),
         N,
