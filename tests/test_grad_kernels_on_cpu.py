@@ -1,8 +1,8 @@
 """The backward's dz pass and chunk-sum kernels for shapes past the skinny ones (csrc/cuda/grad_kernels.cuh) run on the
 CPU, where no GPU is, through tests/cuda_on_cpu's emulated blocks: dz against float64, each chunk's column sums bit
-for bit in the order the kernel documents (so that the gradients repeat bit for bit), and their total against
-float64, over 1 to 70 outputs and 1 to 3001 rows, under AddressSanitizer and UBSan where the compiler has them. On a
-GPU the CUDA tests run the kernels themselves."""
+for bit in the order the kernel documents (so that the gradients repeat bit for bit, and the loads issued ahead
+change nothing), and their total against float64, over 1 to 70 outputs and 1 to 3001 rows, under AddressSanitizer and
+UBSan where the compiler has them. On a GPU the CUDA tests run the kernels themselves."""
 
 import pytest
 
@@ -28,11 +28,13 @@ def test_grad_kernels_match_float64_on_the_emulated_gpu(check_program, dtype):
 
 
 @pytest.mark.parametrize("fault, planted", [
-    # Each thread's rows taken one apart instead of one row lane apart: rows counted twice, others never.
-    ("row < last_row; row += layout.row_lanes) {", "row < last_row; row += 1) {"),
+    # The rows after the last whole run of loads issued ahead, dropped.
+    ("    for (; row < last_row; row += row_step) {", "    for (; false;) {"),
+    # A run's rows taken one apart instead of one row lane apart: rows counted twice, others never.
+    ("take(row + r * row_step, outs[r], grads[r]);", "take(row + r, outs[r], grads[r]);"),
     # The lanes' sums added before every lane has written its own.
     ("  lane_sums[threadIdx.x] = sum;\n  __syncthreads();\n", "  lane_sums[threadIdx.x] = sum;\n"),
-], ids=["wrong row step", "missing barrier"])
+], ids=["dropped remainder", "wrong row step", "missing barrier"])
 def test_the_emulation_catches_a_planted_fault(tmp_path, fault, planted):
     source = GRAD_KERNELS.read_text()
     assert fault in source
