@@ -21,12 +21,17 @@
 # without it the build runs every GEMM-sized forward on cuBLAS and this check says so.
 #
 #   bash benchmarks/gpu_check.sh OUTPUT_DIR
+#   CHECK_REUSE_BUILD=1 CHECK_STEPS="autotune tiles ncu" bash benchmarks/gpu_check.sh OUTPUT_DIR   (a second call)
 set -uo pipefail
 out=${1:?usage: bash benchmarks/gpu_check.sh OUTPUT_DIR}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 cd "$(dirname "$0")/.."
 deadline=$((SECONDS + ${CHECK_SECONDS:-450}))
+# The steps after the build, in this order; CHECK_STEPS names a subset, so that a second call on a machine still
+# warm from the first (which keeps its build: CHECK_REUSE_BUILD=1) can run the steps the first one's budget cut.
+steps=" ${CHECK_STEPS:-tests memcheck racecheck bench autotune tiles ncu alternatives cutlass cpu} "
+wants() { [[ "$steps" == *" $1 "* ]]; }
 status=0
 log="$out/check.log" step_log=/tmp/gpu_check_step.log
 # A step's output goes to step_log, to be searched, and then into check.log (keep).
@@ -51,6 +56,12 @@ print("torch", torch.__version__, "CUDA", torch.version.cuda, "| setuptools", se
       all(os.path.exists(os.path.join(include, h)) for h in ("cublas_v2.h", "cusparse.h")))
 PY
 
+has_cuda_build() {
+  python3 -c "import fused_sigmoid, sys; sys.exit(0 if fused_sigmoid.has_cuda_kernels() else 1)"
+}
+if [ "${CHECK_REUSE_BUILD:-0}" = 1 ] && has_cuda_build; then
+  step "build: reusing the one this machine holds (CHECK_REUSE_BUILD=1)"
+else
 step "build (sm_90a for this card)"
 cutlass_wheel=$(ls .whl/nvidia_cutlass-*.whl 2>/dev/null | head -1)
 if [ -n "$cutlass_wheel" ]; then
@@ -72,8 +83,7 @@ if ! build; then
   unset CUTLASS_INCLUDE_DIR
   build || { tail -30 "$log"; exit 1; }
 fi
-python3 -c "import fused_sigmoid, sys; sys.exit(0 if fused_sigmoid.has_cuda_kernels() else 1)" \
-  || { echo "built without CUDA kernels"; exit 1; }
+has_cuda_build || { echo "built without CUDA kernels"; exit 1; }
 # Which kernels each forward launches, ours beside eager's, in launch order with their times: the CUTLASS GEMM where
 # it was built, the skinny kernel, cuBLAS and its companions (a gap to eager on one shape shows up here).
 python3 - <<'PY' 2>&1 | tee -a "$log"
@@ -107,6 +117,7 @@ for dtype, (n, k, m) in [(torch.float32, (16384, 4096, 1))]:
         print(f"{dtype} {n}x{k}->{m} training step {name}: {kernels}")
 print("CUTLASS kernels this build can run here:", torch.ops.fused_sigmoid.cutlass_kernels())
 PY
+fi
 
 # Where a test crashes its process (on an H100 with torch 2.11 one did, on CPU and CUDA alike, where CI's machines
 # pass it), the native stack of that test alone, from cuda-gdb (the machine has no gdb; cuda-gdb debugs host code
@@ -124,11 +135,14 @@ backtrace_crashes() {
 xdist_args=()
 if python3 -c "import xdist" 2>/dev/null; then xdist_args=(-n 4 --dist loadfile); fi
 
+if wants tests; then
 step "CUDA tests (every test with a CUDA case, tensors past 2^31 elements included)"
 timeout "$(limit 200)" python3 -m pytest tests "${pytest_args[@]}" "${xdist_args[@]}" -k cuda --run-slow \
   --maxfail=30 --durations=10 >"$step_log" 2>&1 || status=1
 keep; tail -40 "$step_log"; backtrace_crashes
+fi
 
+if wants memcheck; then
 step "compute-sanitizer memcheck on a CUDA subset"
 # Without the caching allocator every tensor is its own allocation, so an access past its end is caught rather
 # than landing in a neighbour inside the same cached block.
@@ -142,7 +156,9 @@ PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout "$(limit 100)" compute-sanitizer --tool
     else status=1; fi
   }
 keep; grep -E "ERROR SUMMARY|passed|failed" "$step_log" | tail -3
+fi
 
+if wants racecheck; then
 step "compute-sanitizer racecheck on the skinny kernels' shared-memory pipeline"
 # The skinny kernels refill each shared-memory stage while other warps may still read it unless the barriers say
 # otherwise. Three million rows give every forward block several tiles and some backward blocks a second chunk;
@@ -162,20 +178,26 @@ case $? in
      else status=1; fi ;;
 esac
 keep; grep -E "ERROR SUMMARY|RACECHECK SUMMARY|hazard|passed|failed" "$step_log" | tail -4
+fi
 
+if wants bench; then
 step "benchmarks: the issue's shapes in float32 (TF32 allowed) and a bfloat16 subset"
 timeout "$(limit 170)" python3 -m fused_sigmoid bench --device cuda --allow-tf32 --dtypes float32 bfloat16 \
   --impls fused compile eager-repeat --rounds 2 --min-run-time 0.05 \
   --output "$out/cuda.csv" --plot "$out/cuda_speedup.png" >"$step_log" 2>&1 || { status=1; tail -5 "$step_log"; }
 keep; grep -E "^# .*failed" "$step_log"
+fi
 
+if wants autotune; then
 step "mid shapes against torch.compile(mode='max-autotune'), as time allows"
 timeout "$(limit 120)" python3 -m fused_sigmoid bench --device cuda --allow-tf32 --dtypes float32 \
   --shapes 65536x64x64 65536x256x256 --max-autotune --impls fused compile-max-autotune --rounds 2 \
   --min-run-time 0.05 --output "$out/cuda_max_autotune.csv" --plot /tmp/cuda_max_autotune.png \
   >"$step_log" 2>&1 || { echo "max-autotune comparison cut short:"; tail -3 "$step_log"; }
 keep
+fi
 
+if wants tiles; then
 step "the skinny backward's tile bound: 256 rows (the default), 512 and 1024, as time allows"
 # Each bound in its own process, as the variable is read once. The rows go to check.log only: the eight files a lent
 # machine sends back are taken. At 256 rows the 3 -> 2 backward ran at 43% (float32) and 22% (bfloat16) of its floor
@@ -200,7 +222,9 @@ for key in sorted(set().union(*runs)):
              f"{100 * float(run[key]['fraction_of_floor']):.0f}%" if key in run else "-" for run in runs]
     print(f"{key[0]:>9} {key[1]:>16} {key[2]:>8}" + "".join(f" {cell:>32}" for cell in cells))
 PY
+fi
 
+if wants ncu; then
 step "Nsight Compute on the skinny kernels (throughput, occupancy, stall reasons), as time allows"
 # The skinny kernels run far under the copy bandwidth; the hardware counters say whether they wait on memory, on
 # their own instructions or on barriers. --clock-control none leaves the card's clocks as they are.
@@ -224,15 +248,22 @@ if command -v ncu >/dev/null; then
 else
   echo "no ncu on this machine" | tee -a "$log"
 fi
+fi
 
+if wants alternatives; then
 step "the mid shapes' parts beside alternatives (row blocks in the forward, batched weight gradients), as time allows"
 # 11 s on an H100 (cuda-h100-alternatives.csv, whose results decided against both alternatives); each variant's result
 # is checked before it is timed. Before the CUTLASS sweep, which may take three minutes.
 PYTHONPATH=. timeout "$(limit 45)" python3 benchmarks/cuda_alternatives.py --output "$out/cuda_alternatives.csv" \
   >"$step_log" 2>&1 || { echo "alternatives cut short or failed (not a failure of the check):"; tail -3 "$step_log"; }
 keep; grep -E "^# .*(failed|wrong)" "$step_log" | cut -c1-160 | head -5
+fi
 
-if [ -n "${CUTLASS_INCLUDE_DIR:-}" ]; then
+# The sweep needs a build with CUTLASS (the Ampere kernels at least) on this device.
+has_cutlass_kernels() {
+  python3 -c "import sys, torch, fused_sigmoid; sys.exit(0 if torch.ops.fused_sigmoid.cutlass_kernels() else 1)"
+}
+if wants cutlass && has_cutlass_kernels; then
   step "the CUTLASS forward's Ampere and Hopper kernels against cuBLAS + sigmoid on GEMM shapes, as time allows"
   for setting in 0 8192 8192_hopper; do
     bound=${setting%_hopper}
@@ -251,10 +282,12 @@ if [ -n "${CUTLASS_INCLUDE_DIR:-}" ]; then
   keep; grep -E "^# .*failed" "$step_log" && status=1
 fi
 
+if wants cpu; then
 step "the rest of the test suite (CPU cases, on this machine's torch), as time allows"
 timeout "$(limit 90)" python3 -m pytest tests "${pytest_args[@]}" "${xdist_args[@]}" -k "not cuda" >"$step_log" 2>&1
 case $? in 0) ;; 124) echo "CPU cases cut short by the time budget (CI runs them all)" ;; *) status=1 ;; esac
 keep; tail -3 "$step_log"; backtrace_crashes
+fi
 
 step "summary"
 python3 - "$out"/cuda.csv "$out"/cuda_max_autotune.csv <<'PY' | tee -a "$log" || status=1
