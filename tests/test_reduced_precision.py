@@ -84,10 +84,11 @@ def laid_out(x, b, layout):
                          ids=lambda shape: "x".join(map(str, shape)))
 @pytest.mark.parametrize("precision", ["bfloat16", "float16", "tf32"])
 def test_layouts_within_twice_eager_error(precision, shape, layout, device, monkeypatch):
-    # The CUDA tensor-core GEMM's cases (K and M multiples of 8, within its default bound of 64 but for
-    # (777, 40, 72) and (300, 200, 24), which cuBLAS takes): K not a multiple of its tile depth or below it,
-    # partial tiles of rows and outputs, rows further apart than K or not apart at all, no bias; and float32 with
-    # TF32 allowed, where eager's cuBLAS matmul may round its inputs to TF32 and our GEMM does. (333, 100, 3): the
+    # The CUDA tensor-core GEMM's cases (K and M multiples of 8, within the Ampere kernels' default bound of 64 but
+    # for (777, 40, 72) and (300, 200, 24), which cuBLAS takes; in TF32 on Hopper, Hopper's kernels take all of them,
+    # within their bound of 512, but the expanded rows): K not a multiple of its tile depth or below it, partial
+    # tiles of rows and outputs, rows further apart than K or not apart at all, no bias; and float32 with TF32
+    # allowed, where eager's cuBLAS matmul may round its inputs to TF32 and our GEMM does. (333, 100, 3): the
     # CPU's bfloat16 dot products reading the rows in place through their stride.
     if precision == "tf32":
         if device == "cpu":

@@ -36,31 +36,25 @@ namespace {
 // cuda-h200-gemm-bound-*.csv):
 // - The Ampere tensor-core kernels (mma.sync), on every device from compute capability 8.0, for K and M up to 64:
 //   1.12-1.18x faster than cuBLAS at K = M = 64 on an H200; 1.61x eager against cuBLAS's 0.95x in bfloat16 and 1.28x
-//   against 0.96x in TF32 on an H100. From 256 to 4096 they ran 0.40-0.76x as fast as cuBLAS: there the pass over y
-//   that the epilogue saves costs less than the Hopper instructions they give up.
+//   against 0.96x in TF32 on an H100. From 256 to 4096 they ran 0.40-0.76x as fast as cuBLAS on the H200, 0.44-0.98x
+//   on the H100 (a draw only in TF32 at 256): there the pass over y that the epilogue saves costs less than the
+//   Hopper instructions they give up.
 // - Hopper's own (wgmma, TMA), for float32 as TF32 on compute capability 9.0 with sm_90a code, for K and M up to 512:
 //   on an H100 1.52x eager at 128, 1.57x at 256 and 1.35x at 512, where cuBLAS ran 1.10x, 0.99x and 1.00x; 1.26x at
 //   64, a draw with the Ampere kernels; 0.83x at 4096 against cuBLAS's 0.94x. In bfloat16 they beat cuBLAS at 128
 //   only (1.16x against 1.07x) and lost at 256 and 512 (0.98x and 0.87x against 1.07x and 1.05x), so the half types
 //   keep the Ampere kernels' bound.
 constexpr int64_t kDefaultMaxFeatures = 64;
-constexpr int64_t kDefaultHopperTF32MaxFeatures = 512;
+constexpr int64_t kDefaultHopperMaxFeatures = 512;
 
-// Which kernels take a shape by default: those within max_features (for K and M), Hopper's where hopper is set and
-// the device and build can run them, else the Ampere ones.
-struct Route {
-  int64_t max_features;
-  bool hopper;
-};
-
-Route default_route(at::ScalarType dtype) {
-  if (dtype == at::kFloat && current_device_runs_sm90a_code()) {
-    return {kDefaultHopperTF32MaxFeatures, true};
-  }
-  return {kDefaultMaxFeatures, false};
+// Whether the Hopper kernels take float32 (as TF32) by default: on a device and build that can run them. The answer
+// for a device is probed once, outside CUDA graph capture: a graph captured before the first call outside one (no
+// warm-up) records the other kernels for its TF32 shapes, which later eager calls then give to Hopper's.
+bool hopper_kernels_by_default(at::ScalarType dtype) {
+  return dtype == at::kFloat && current_device_runs_sm90a_code();
 }
 
-// FUSED_SIGMOID_CUTLASS_MAX_FEATURES, read once, where it is set: it replaces the default bound for every dtype, so
+// FUSED_SIGMOID_CUTLASS_MAX_FEATURES, read once, where it is set: it replaces both kernels' default bounds, so
 // that benchmarks/gpu_check.sh can time every path on the same shapes from one build; 0 sends every shape this path
 // could take to cuBLAS (the skinny shapes keep their own kernel). Set but empty, out of range or not a whole
 // non-negative number is an error, raised on every call, rather than a silent default.
@@ -81,8 +75,8 @@ std::optional<int64_t> max_features_setting() {
   return bound;
 }
 
-// FUSED_SIGMOID_CUTLASS_HOPPER, read once, where it is set: 1 gives every shape within the bound to the Hopper kernels
-// where the device and build can run them, 0 to the Ampere ones; any other value is an error.
+// FUSED_SIGMOID_CUTLASS_HOPPER, read once, where it is set: 1 gives every dtype's shapes within the Hopper kernels'
+// bound to them where the device and build can run them, 0 none; any other value is an error.
 std::optional<bool> hopper_setting() {
   static const std::optional<bool> chosen = []() -> std::optional<bool> {
     const char* text = std::getenv("FUSED_SIGMOID_CUTLASS_HOPPER");
@@ -201,17 +195,30 @@ bool gemm_sigmoid_on_tensor_cores(
   if (dtype != at::kHalf && dtype != at::kBFloat16 && !(dtype == at::kFloat && tf32_matmuls_allowed())) {
     return false;
   }
-  const Route route = default_route(dtype);
-  const int64_t bound = max_features_setting().value_or(route.max_features);
   const int64_t K = w.size(1);
   const int64_t M = w.size(0);
   // CUTLASS holds row coordinates in 32 bits, and adds up to a tile's height to them in the last tile.
   const int64_t max_rows = std::numeric_limits<int>::max() - 256;
-  if (K == 0 || K > bound || M > bound || x.size(0) > max_rows || !aligned_for_vectors(x, w, b, y)) {
+  if (K == 0 || x.size(0) > max_rows || !aligned_for_vectors(x, w, b, y)) {
     return false;
   }
-  if (hopper_setting().value_or(route.hopper) && gemm_sigmoid_hopper(x, w, b, y)) {
+  // Each kernel family within its own default bound, or within the one the variable sets for both.
+  const std::optional<int64_t> bound_setting = max_features_setting();
+  const auto within = [&](int64_t default_bound) {
+    const int64_t bound = bound_setting.value_or(default_bound);
+    return K <= bound && M <= bound;
+  };
+  // Past the larger bound nothing here runs, and the device is not probed.
+  static_assert(kDefaultHopperMaxFeatures >= kDefaultMaxFeatures);
+  if (!within(kDefaultHopperMaxFeatures)) {
+    return false;
+  }
+  // Hopper's where chosen and where CUTLASS takes the shape; the Ampere kernels, within their bound, otherwise.
+  if (hopper_setting().value_or(hopper_kernels_by_default(dtype)) && gemm_sigmoid_hopper(x, w, b, y)) {
     return true;
+  }
+  if (!within(kDefaultMaxFeatures)) {
+    return false;
   }
   switch (dtype) {
     case at::kHalf:
