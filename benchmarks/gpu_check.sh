@@ -2,14 +2,14 @@
 # The GPU check, for a fresh H100/H200 machine that has its own CUDA build of torch, nvcc and ninja and nothing to
 # download: builds the extension with its CUDA kernels (for sm_90a, so that the Hopper CUTLASS kernels are real), runs
 # the CUDA tests (with a native stack of any test that crashes its process), runs compute-sanitizer's memcheck over a
-# short CUDA subset and its racecheck over the skinny kernels (tests/test_skinny_kernels_on_cpu.py checks their barriers
-# on every machine; this checks them on the hardware), runs the CUDA benchmarks, then, as time allows, compares with
-# torch.compile(mode="max-autotune") on the mid shapes, times the skinny backward with larger tiles
-# (FUSED_SIGMOID_SKINNY_BACKWARD_TILE_ROWS), profiles the skinny kernels with Nsight Compute, times the mid shapes'
-# parts beside alternatives to them (benchmarks/cuda_alternatives.py), times the CUTLASS forward's Ampere and Hopper
-# kernels against cuBLAS + sigmoid on GEMM shapes (to set the CUTLASS path's bounds and choose its kernels) and runs the
-# rest of the test suite, and prints a short table last. Into the folder given as the argument go check.log (every
-# step's full output, in order), cuda.csv, cuda_speedup.png, cuda_max_autotune.csv, cuda_alternatives.csv,
+# short CUDA subset, runs the CUDA benchmarks, runs compute-sanitizer's racecheck over the skinny kernels
+# (tests/test_skinny_kernels_on_cpu.py checks their barriers on every machine; this checks them on the hardware), then,
+# as time allows, compares with torch.compile(mode="max-autotune") on the mid shapes, times the skinny backward with
+# larger tiles (FUSED_SIGMOID_SKINNY_BACKWARD_TILE_ROWS), profiles the skinny kernels with Nsight Compute, times the mid
+# shapes' parts beside alternatives to them (benchmarks/cuda_alternatives.py), times the CUTLASS forward's Ampere and
+# Hopper kernels against cuBLAS + sigmoid on GEMM shapes (to set the CUTLASS path's bounds and choose its kernels) and
+# runs the rest of the test suite, and prints a short table last. Into the folder given as the argument go check.log
+# (every step's full output, in order), cuda.csv, cuda_speedup.png, cuda_max_autotune.csv, cuda_alternatives.csv,
 # cuda_gemm_bound_0.csv, cuda_gemm_bound_8192.csv and cuda_gemm_bound_8192_hopper.csv (the same shapes with every
 # forward on cuBLAS, with the Ampere CUTLASS kernels taking all of them, and with the Hopper ones): eight files, as many
 # as a lent machine sends back.
@@ -30,7 +30,11 @@ cd "$(dirname "$0")/.."
 deadline=$((SECONDS + ${CHECK_SECONDS:-450}))
 # The steps after the build, in this order; CHECK_STEPS names a subset, so that a second call on a machine still
 # warm from the first (which keeps its build: CHECK_REUSE_BUILD=1) can run the steps the first one's budget cut.
-steps=" ${CHECK_STEPS:-tests memcheck racecheck bench autotune tiles ncu alternatives cutlass cpu} "
+all_steps="tests memcheck bench racecheck autotune tiles ncu alternatives cutlass cpu"
+steps=" ${CHECK_STEPS:-$all_steps} "
+for name in $steps; do
+  [[ " $all_steps " == *" $name "* ]] || { echo "CHECK_STEPS: no step '$name' (steps: $all_steps)"; exit 2; }
+done
 wants() { [[ "$steps" == *" $1 "* ]]; }
 status=0
 log="$out/check.log" step_log=/tmp/gpu_check_step.log
@@ -60,7 +64,7 @@ has_cuda_build() {
   python3 -c "import fused_sigmoid, sys; sys.exit(0 if fused_sigmoid.has_cuda_kernels() else 1)"
 }
 if [ "${CHECK_REUSE_BUILD:-0}" = 1 ] && has_cuda_build; then
-  step "build: reusing the one this machine holds (CHECK_REUSE_BUILD=1)"
+  step "build: reusing the one this machine holds (CHECK_REUSE_BUILD=1; sources changed since are not rebuilt)"
 else
 step "build (sm_90a for this card)"
 cutlass_wheel=$(ls .whl/nvidia_cutlass-*.whl 2>/dev/null | head -1)
@@ -126,7 +130,7 @@ backtrace_crashes() {
   grep -oE "crashed while running '[^']+'" "$step_log" | cut -d"'" -f2 | sort -u | head -2 | while read -r test; do
     echo "== native stack of the crash in $test" | tee -a "$log"
     timeout "$(limit 60)" cuda-gdb -q -batch -ex "set pagination off" -ex run -ex bt -ex "info registers rip" \
-      -ex "x/4i \$pc" --args python3 -m pytest -q -p no:cacheprovider "$test" 2>&1 \
+      -ex "x/4i \$pc" --args python3 -m pytest -q -p no:cacheprovider --run-slow "$test" 2>&1 \
       | grep -vE "^\[(New|Thread|Detaching|Inferior)" | tail -60 | tee -a "$log"
   done
 }
@@ -158,6 +162,14 @@ PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout "$(limit 100)" compute-sanitizer --tool
 keep; grep -E "ERROR SUMMARY|passed|failed" "$step_log" | tail -3
 fi
 
+if wants bench; then
+step "benchmarks: the issue's shapes in float32 (TF32 allowed) and a bfloat16 subset"
+timeout "$(limit 170)" python3 -m fused_sigmoid bench --device cuda --allow-tf32 --dtypes float32 bfloat16 \
+  --impls fused compile eager-repeat --rounds 2 --min-run-time 0.05 \
+  --output "$out/cuda.csv" --plot "$out/cuda_speedup.png" >"$step_log" 2>&1 || { status=1; tail -5 "$step_log"; }
+keep; grep -E "^# .*failed" "$step_log"
+fi
+
 if wants racecheck; then
 step "compute-sanitizer racecheck on the skinny kernels' shared-memory pipeline"
 # The skinny kernels refill each shared-memory stage while other warps may still read it unless the barriers say
@@ -167,7 +179,7 @@ step "compute-sanitizer racecheck on the skinny kernels' shared-memory pipeline"
 # million rows too), 100 s did not see the first test through on an H100. Newer sanitizers name the option
 # --kernel-name, older ones --filter.
 kernel_filter=--kernel-name
-compute-sanitizer --help 2>/dev/null | grep -q -- "--kernel-name" || kernel_filter=--filter
+[[ $(compute-sanitizer --help 2>&1) == *--kernel-name* ]] || kernel_filter=--filter
 timeout "$(limit 90)" compute-sanitizer --tool racecheck "$kernel_filter" kns=skinny --error-exitcode 3 \
   python3 -m pytest "${pytest_args[@]}" -x tests/test_backward_parity.py \
   -k "cuda and ((more_rows_than and 3000001 and dtype0) or (odd_offset and 4097 and features0))" >"$step_log" 2>&1
@@ -178,14 +190,6 @@ case $? in
      else status=1; fi ;;
 esac
 keep; grep -E "ERROR SUMMARY|RACECHECK SUMMARY|hazard|passed|failed" "$step_log" | tail -4
-fi
-
-if wants bench; then
-step "benchmarks: the issue's shapes in float32 (TF32 allowed) and a bfloat16 subset"
-timeout "$(limit 170)" python3 -m fused_sigmoid bench --device cuda --allow-tf32 --dtypes float32 bfloat16 \
-  --impls fused compile eager-repeat --rounds 2 --min-run-time 0.05 \
-  --output "$out/cuda.csv" --plot "$out/cuda_speedup.png" >"$step_log" 2>&1 || { status=1; tail -5 "$step_log"; }
-keep; grep -E "^# .*failed" "$step_log"
 fi
 
 if wants autotune; then
