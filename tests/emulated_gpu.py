@@ -41,3 +41,15 @@ def build(tmp_path, program_source, header_name, header_text):
 
 def run(program, dtype):
     return subprocess.run([str(program), dtype], capture_output=True, text=True, timeout=600)
+
+
+def assert_all_passed(result):
+    """The check program ran every case and every output held."""
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    assert result.stdout.strip().endswith(" 0 failures"), result.stdout[-4000:]
+
+
+def assert_caught(result):
+    """The check program, over a kernel with a planted fault, reported failing outputs (rather than crashing)."""
+    assert result.returncode == 1, result.stdout[-4000:] + result.stderr[-4000:]
+    assert "FAIL" in result.stdout

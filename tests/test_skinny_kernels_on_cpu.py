@@ -7,7 +7,7 @@ tests run the kernels themselves; this catches a wrong index, stage or barrier o
 
 import pytest
 
-from emulated_gpu import KERNELS, build, run
+from emulated_gpu import KERNELS, assert_all_passed, assert_caught, build, run
 
 SKINNY_KERNELS = KERNELS / "skinny_kernels.cuh"
 
@@ -37,8 +37,7 @@ def check_program(tmp_path_factory):
 @pytest.mark.parametrize("dtype", ["float32", "float64", "bfloat16", "float16"])
 def test_skinny_kernels_match_float64_on_the_emulated_gpu(check_program, dtype):
     result = run(check_program, dtype)
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    assert result.stdout.strip().endswith(" 0 failures"), result.stdout[-4000:]
+    assert_all_passed(result)
 
 
 def test_the_emulation_catches_a_copy_into_the_stage_being_read(tmp_path):
@@ -49,5 +48,4 @@ def test_the_emulation_catches_a_copy_into_the_stage_being_read(tmp_path):
     assert prefetch in source
     program = build_skinny(tmp_path, source.replace(prefetch, "fetch(t + gridDim.x, stage(j));"))
     result = run(program, "float32")
-    assert result.returncode == 1, result.stdout[-4000:] + result.stderr[-4000:]
-    assert "FAIL" in result.stdout
+    assert_caught(result)

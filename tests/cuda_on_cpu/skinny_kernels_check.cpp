@@ -5,6 +5,7 @@
 //
 //   skinny_kernels_check float32|float64|bfloat16|float16
 // prints one line per failing output (the first 20) and "<cases> cases, <failures> failures"; exits 1 on any.
+#include "check_program.h"
 #include "cuda_runtime.h"
 
 #include "skinny_kernels_on_cpu.h"
@@ -25,7 +26,7 @@ namespace {
 
 using namespace fused_sigmoid::cuda;
 
-int failures = 0;
+using cuda_on_cpu::failures;
 
 template <typename T>
 double as_double(T value) {
@@ -234,30 +235,17 @@ int run_all() {
         cuda_on_cpu::eager_copies = cases % 2 == 1;
         run<T>(c, block, generator);
         ++cases;
-        if (failures > 20) {
-          std::printf("stopped after %d cases\n", cases);
+        if (cuda_on_cpu::too_many_failures(cases)) {
           return 1;
         }
       }
     }
   }
-  std::printf("%d cases, %d failures\n", cases, failures);
-  return failures == 0 ? 0 : 1;
+  return cuda_on_cpu::summary(cases);
 }
 
 } // namespace
 
 int main(int argc, char** argv) {
-  const std::string dtype = argc > 1 ? argv[1] : "";
-  if (dtype == "float32") {
-    return run_all<float>();
-  } else if (dtype == "float64") {
-    return run_all<double>();
-  } else if (dtype == "bfloat16") {
-    return run_all<c10::BFloat16>();
-  } else if (dtype == "float16") {
-    return run_all<c10::Half>();
-  }
-  std::fprintf(stderr, "usage: skinny_kernels_check float32|float64|bfloat16|float16\n");
-  return 2;
+  return cuda_on_cpu::run_for_dtype(argc, argv, [](auto type) { return run_all<decltype(type)>(); });
 }
