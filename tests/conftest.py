@@ -1,6 +1,10 @@
 """Shared test helpers: the devices to run on, seeded leaves, tolerances, the reduced-precision error rule, and the
 `slow` marker (those tests run only with --run-slow)."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -106,3 +110,12 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+def run_python(code, *args, settings=None, unset=()):
+    """code run by a fresh Python (with args), its environment this one's less the variables in unset and with those
+    in settings: for variables the extension reads once per process."""
+    environment = {name: value for name, value in os.environ.items() if name not in unset}
+    environment.update(settings or {})
+    return subprocess.run([sys.executable, "-c", code, *args], env=environment, capture_output=True, text=True,
+                          timeout=300)

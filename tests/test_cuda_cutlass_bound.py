@@ -8,15 +8,12 @@ larger one alike (in a build with CUTLASS; cuBLAS without), and with 1 the Hoppe
 Either way the forward stays within twice eager's error against float64. Values that are not what each variable
 takes are errors naming it. Each setting runs in a fresh process."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import CUDA_REASON, cuda_ready
+from conftest import CUDA_REASON, cuda_ready, run_python
 
 needs_cuda = pytest.mark.skipif(not cuda_ready, reason=CUDA_REASON)
 
@@ -81,10 +78,7 @@ VARIABLES = ("FUSED_SIGMOID_CUTLASS_MAX_FEATURES", "FUSED_SIGMOID_CUTLASS_HOPPER
 
 def run_child(code, settings, *args):
     """Runs code in a fresh Python with the variables in settings set, and the other ones unset."""
-    environment = {name: value for name, value in os.environ.items() if name not in VARIABLES}
-    environment.update(settings)
-    child = subprocess.run([sys.executable, "-c", code, *args], env=environment, capture_output=True, text=True,
-                           timeout=300)
+    child = run_python(code, *args, settings=settings, unset=VARIABLES)
     assert child.returncode == 0, child.stdout[-3000:] + child.stderr[-3000:]
     return child.stdout
 

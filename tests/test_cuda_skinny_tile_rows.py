@@ -5,14 +5,11 @@ the float32 weight gradient's bits (so the variable is read), and any other valu
 Each setting runs in a fresh process. (tests/test_skinny_kernels_on_cpu.py runs the kernel with both the default and
 the largest bound on every machine.)"""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import CUDA_REASON, cuda_ready
+from conftest import CUDA_REASON, cuda_ready, run_python
 
 pytestmark = pytest.mark.skipif(not cuda_ready, reason=CUDA_REASON)
 
@@ -46,10 +43,7 @@ print("gradients match")
 
 
 def run_child(settings):
-    environment = {name: value for name, value in os.environ.items() if name != VARIABLE}
-    environment.update(settings)
-    return subprocess.run([sys.executable, "-c", CHILD, str(Path(__file__).parent)], env=environment,
-                          capture_output=True, text=True, timeout=300)
+    return run_python(CHILD, str(Path(__file__).parent), settings=settings, unset=(VARIABLE,))
 
 
 def test_every_tile_bound_gives_the_gradients_and_the_bound_takes_effect():
