@@ -1,7 +1,8 @@
-// What the check programs share: the tally of failing outputs, the closing line that tests/emulated_gpu.py reads, and
-// main's choice of dtype, named by the program's one argument.
+// What the check programs share: values in double, the tally of failing outputs, the closing line that
+// tests/emulated_gpu.py reads, and main's choice of dtype, named by the program's one argument.
 #pragma once
 
+#include <ATen/OpMathType.h>
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 
@@ -9,6 +10,12 @@
 #include <string>
 
 namespace cuda_on_cpu {
+
+// A value of the kernels' types in double, through their opmath type, as the kernels compute with it.
+template <typename T>
+double as_double(T value) {
+  return static_cast<double>(static_cast<at::opmath_type<T>>(value));
+}
 
 // Failing outputs so far; each program prints the first 20.
 inline int failures = 0;

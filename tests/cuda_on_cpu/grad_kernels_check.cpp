@@ -26,15 +26,11 @@ namespace {
 
 using namespace fused_sigmoid::cuda;
 
+using cuda_on_cpu::as_double;
 using cuda_on_cpu::failures;
 
 template <typename T>
 using Opmath = at::opmath_type<T>;
-
-template <typename T>
-double as_double(T value) {
-  return static_cast<double>(static_cast<Opmath<T>>(value));
-}
 
 // Relative tolerance of one dz: its rounding to the type, far below what a wrong row or column would cost.
 template <typename T>

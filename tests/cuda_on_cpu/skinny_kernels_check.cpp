@@ -26,12 +26,8 @@ namespace {
 
 using namespace fused_sigmoid::cuda;
 
+using cuda_on_cpu::as_double;
 using cuda_on_cpu::failures;
-
-template <typename T>
-double as_double(T value) {
-  return static_cast<double>(static_cast<at::opmath_type<T>>(value));
-}
 
 // Relative tolerance of one output: a few roundings in the type (the kernels sum in opmath, ::exp on the host may
 // round differently from the device's), far below what a wrong row, weight or tile would cost.
