@@ -11,9 +11,11 @@ from fused_sigmoid import linear_sigmoid, reference_linear_sigmoid
 # K, M <= 64; (1000, 96, 40), the same beyond it, on cuBLAS. (1001, 100, 3) and (64, 1024, 3): the CPU's bfloat16
 # dot products that read the rows in place, with and without a partial vector at the row's end; (999, 100, 1) and
 # (2048, 30, 1) its half backward that reads and writes rows in place (an odd row count, a partial vector), and
-# (301, 12, 1) and (301, 5, 6) the same on rows shorter than one float vector.
+# (301, 12, 1) and (301, 5, 6) the same on rows shorter than one float vector. (4097, 4, 8) and (301, 1, 5): the CUDA
+# forward's half-type kernels of a fixed in_features (1 to 4; 3 -> 2 above too), their weight in registers, over
+# several tiles and a partial one.
 SHAPES = [(1, 3, 2), (4096, 3, 2), (2048, 30, 1), (512, 64, 64), (1000, 48, 40), (1000, 96, 40), (256, 256, 17),
-          (64, 1024, 3), (1001, 100, 3), (999, 100, 1), (301, 12, 1), (301, 5, 6)]
+          (64, 1024, 3), (1001, 100, 3), (999, 100, 1), (301, 12, 1), (301, 5, 6), (4097, 4, 8), (301, 1, 5)]
 
 
 def inputs(rows, in_features, out_features, dtype, device, seed=0):

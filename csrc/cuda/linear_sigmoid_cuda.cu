@@ -111,22 +111,24 @@ at::Tensor linear_sigmoid_cuda(
   if (M <= kMaxSkinnyOutFeatures && K <= kMaxSkinnyInFeatures) {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "linear_sigmoid_skinny", [&] {
       with_out_features(static_cast<int>(M), [&](auto out_features) {
-        constexpr int kOutFeatures = decltype(out_features)::value;
-        const SkinnyForwardTile tile = skinny_forward_tile<scalar_t>(static_cast<int>(K), kOutFeatures);
-        const auto kernel = linear_sigmoid_skinny_kernel<scalar_t, kOutFeatures>;
-        const int blocks =
-            resident_blocks(reinterpret_cast<const void*>(kernel), tile.bytes, (N + tile.rows - 1) / tile.rows);
-        kernel<<<blocks, kThreads, tile.bytes, stream>>>(
-            x.const_data_ptr<scalar_t>(),
-            x.stride(0),
-            w.const_data_ptr<scalar_t>(),
-            b.has_value() ? b->const_data_ptr<scalar_t>() : nullptr,
-            N,
-            static_cast<int>(K),
-            x.stride(0) == K && is_16_byte_aligned(x),
-            is_16_byte_aligned(y),
-            y.mutable_data_ptr<scalar_t>());
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
+        with_fixed_in_features<scalar_t>(static_cast<int>(K), [&](auto fixed_in_features) {
+          constexpr int kOutFeatures = decltype(out_features)::value;
+          const SkinnyForwardTile tile = skinny_forward_tile<scalar_t>(static_cast<int>(K), kOutFeatures);
+          const auto kernel = linear_sigmoid_skinny_kernel<scalar_t, kOutFeatures, decltype(fixed_in_features)::value>;
+          const int blocks =
+              resident_blocks(reinterpret_cast<const void*>(kernel), tile.bytes, (N + tile.rows - 1) / tile.rows);
+          kernel<<<blocks, kThreads, tile.bytes, stream>>>(
+              x.const_data_ptr<scalar_t>(),
+              x.stride(0),
+              w.const_data_ptr<scalar_t>(),
+              b.has_value() ? b->const_data_ptr<scalar_t>() : nullptr,
+              N,
+              static_cast<int>(K),
+              x.stride(0) == K && is_16_byte_aligned(x),
+              is_16_byte_aligned(y),
+              y.mutable_data_ptr<scalar_t>());
+          C10_CUDA_KERNEL_LAUNCH_CHECK();
+        });
       });
     });
     return output;

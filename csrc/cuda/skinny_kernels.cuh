@@ -15,6 +15,7 @@
 
 #include <cstdint>
 #include <type_traits>
+#include <utility>
 
 namespace fused_sigmoid::cuda {
 
@@ -29,6 +30,11 @@ constexpr int kThreads = 256;
 constexpr int kSkinnyStageBytes = 16 * 1024;
 // Bytes of the forward's staged outputs: with two full stages, within the 48 KiB a block may take unasked.
 constexpr int kSkinnyOutputBytes = 8 * 1024;
+// in_features up to which the half types' forward is instantiated for each K (with_fixed_in_features): where a row is
+// at most 8 bytes of inputs, instructions rather than bytes bound it (linear_sigmoid_skinny_kernel). float32 rows of
+// the same K are twice the bytes for the same instructions, and 3 -> 2 ran at 84% of the copy bandwidth on an H100
+// with K a run-time value, bfloat16 at 61%.
+constexpr int kMaxFixedInFeatures = 4;
 // Rows a tile may hold: the forward's bound keeps a few rows per thread; the backward's keeps a tile's weight
 // gradient partial sums over few rows per thread. The backward's bound is a launch argument, so that
 // FUSED_SIGMOID_SKINNY_BACKWARD_TILE_ROWS (linear_sigmoid_cuda.cu) can time larger tiles from one build: at 256 rows
@@ -249,28 +255,52 @@ struct alignas(16) Vector16 {
 // The forward, for out_features M known at compile time, so that a row's M sums stay in registers and a step of k
 // costs M multiply-adds: with M a run-time bound every step issued all kMaxSkinnyOutFeatures, idle ones predicated
 // off, which made the narrowest heads compute-bound (README). with_out_features picks the instantiation.
+// kFixedK, where it is not 0, is in_features known at compile time too (with_fixed_in_features): the row's loop over k
+// unrolls and the weight sits in registers. Rows of a few inputs are a few bytes (bfloat16 3 -> 2 is 10 bytes read
+// and written per row), and there the loop's control and a shared-memory load of the weight for every multiply-add
+// were most of the instructions a row costs, more than the memory system's time for it: sm_90a SASS of bfloat16
+// 3 -> 2 issues about 95 instructions per row with K a run-time value, 64 with K fixed (two sigmoids are 38 of them).
 // async_loads: x's rows are contiguous (ldx == K) and x is 16-byte aligned; vector_stores: y is 16-byte aligned.
-template <typename scalar_t, int M>
+template <typename scalar_t, int M, int kFixedK = 0>
 __global__ void __launch_bounds__(kThreads) linear_sigmoid_skinny_kernel(
     const scalar_t* __restrict__ x,
     int64_t ldx,
     const scalar_t* __restrict__ w,
     const scalar_t* __restrict__ bias,
     int64_t rows,
-    int K,
+    int in_features,
     bool async_loads,
     bool vector_stores,
     scalar_t* __restrict__ y) {
   static_assert(M >= 1 && M <= kMaxSkinnyOutFeatures, "out_features of the skinny forward");
+  static_assert(kFixedK >= 0 && kFixedK <= kMaxFixedInFeatures, "in_features of the skinny forward");
   using opmath_t = at::opmath_type<scalar_t>;
+  const int K = kFixedK > 0 ? kFixedK : in_features;
   __shared__ opmath_t w_shared[M * kMaxSkinnyInFeatures];
   __shared__ opmath_t b_shared[M];
+  // Every thread reads the same few weights, once: the loads are broadcasts from L1.
+  opmath_t w_registers[kFixedK > 0 ? M * kFixedK : 1];
+  if constexpr (kFixedK > 0) {
+#pragma unroll
+    for (int i = 0; i < M * kFixedK; ++i) {
+      w_registers[i] = static_cast<opmath_t>(w[i]);
+    }
+  }
+  const auto weight = [&](int m, int k) {
+    if constexpr (kFixedK > 0) {
+      return w_registers[m * kFixedK + k];
+    } else {
+      return w_shared[m * K + k];
+    }
+  };
   const SkinnyForwardTile tile = skinny_forward_tile<scalar_t>(K, M);
   const auto stage = [&](int64_t j) {
     return reinterpret_cast<scalar_t*>(skinny_tile_bytes + (j & 1) * tile.stage_bytes);
   };
   auto* const y_tile = reinterpret_cast<scalar_t*>(skinny_tile_bytes + 2 * tile.stage_bytes);
-  load_weight(w, K, M, w_shared);
+  if constexpr (kFixedK == 0) {
+    load_weight(w, K, M, w_shared);
+  }
   for (int i = threadIdx.x; i < M; i += blockDim.x) {
     b_shared[i] = bias != nullptr ? static_cast<opmath_t>(bias[i]) : opmath_t(0);
   }
@@ -302,10 +332,16 @@ __global__ void __launch_bounds__(kThreads) linear_sigmoid_skinny_kernel(
       const auto add = [&](int k, scalar_t x_k) {
 #pragma unroll
         for (int m = 0; m < M; ++m) {
-          acc[m] += static_cast<opmath_t>(x_k) * w_shared[m * K + k];
+          acc[m] += static_cast<opmath_t>(x_k) * weight(m, k);
         }
       };
-      if (tile.vector_rows) {
+      if constexpr (kFixedK > 0) {
+        static_assert(kFixedK * sizeof(scalar_t) < 16, "a fixed row is less than a 16-byte piece: never read as one");
+#pragma unroll
+        for (int k = 0; k < kFixedK; ++k) {
+          add(k, xr[k]);
+        }
+      } else if (tile.vector_rows) {
         constexpr int kSize = Vector16<scalar_t>::kSize;
         for (int v = 0; v < K / kSize; ++v) {
           const Vector16<scalar_t> piece = reinterpret_cast<const Vector16<scalar_t>*>(xr)[v];
@@ -330,31 +366,39 @@ __global__ void __launch_bounds__(kThreads) linear_sigmoid_skinny_kernel(
   }
 }
 
+// f(std::integral_constant<int, value>{}) for a run-time value in [kFirst, kLast]: one instantiation of f per value.
+template <int kFirst, int kLast, typename F>
+decltype(auto) with_constant(int value, F&& f) {
+  if constexpr (kFirst == kLast) {
+    return f(std::integral_constant<int, kFirst>{});
+  } else {
+    if (value == kFirst) {
+      return f(std::integral_constant<int, kFirst>{});
+    }
+    return with_constant<kFirst + 1, kLast>(value, std::forward<F>(f));
+  }
+}
+
 // f(std::integral_constant<int, M>{}) for M = out_features in [1, kMaxSkinnyOutFeatures]: the skinny kernels'
 // instantiation for a run-time M.
 template <typename F>
 decltype(auto) with_out_features(int out_features, F&& f) {
-  switch (out_features) {
-    case 1:
-      return f(std::integral_constant<int, 1>{});
-    case 2:
-      return f(std::integral_constant<int, 2>{});
-    case 3:
-      return f(std::integral_constant<int, 3>{});
-    case 4:
-      return f(std::integral_constant<int, 4>{});
-    case 5:
-      return f(std::integral_constant<int, 5>{});
-    case 6:
-      return f(std::integral_constant<int, 6>{});
-    case 7:
-      return f(std::integral_constant<int, 7>{});
-    default:
-      static_assert(kMaxSkinnyOutFeatures == 8, "one case per out_features");
-      // Callers take the skinny path only for 1 <= out_features <= kMaxSkinnyOutFeatures.
-      TORCH_INTERNAL_ASSERT(out_features == 8, "linear_sigmoid: no skinny kernel for ", out_features, " outputs");
-      return f(std::integral_constant<int, 8>{});
+  // Callers take the skinny path only for 1 <= out_features <= kMaxSkinnyOutFeatures.
+  TORCH_INTERNAL_ASSERT(out_features >= 1 && out_features <= kMaxSkinnyOutFeatures,
+                        "linear_sigmoid: no skinny kernel for ", out_features, " outputs");
+  return with_constant<1, kMaxSkinnyOutFeatures>(out_features, std::forward<F>(f));
+}
+
+// f(std::integral_constant<int, kFixedK>{}) for the skinny forward of in_features K: kFixedK = K for bfloat16 and
+// float16 rows of 1 to kMaxFixedInFeatures inputs, 0 (K at run time) otherwise.
+template <typename scalar_t, typename F>
+decltype(auto) with_fixed_in_features(int in_features, F&& f) {
+  if constexpr (std::is_same_v<scalar_t, c10::Half> || std::is_same_v<scalar_t, c10::BFloat16>) {
+    if (in_features >= 1 && in_features <= kMaxFixedInFeatures) {
+      return with_constant<1, kMaxFixedInFeatures>(in_features, std::forward<F>(f));
+    }
   }
+  return f(std::integral_constant<int, 0>{});
 }
 
 // The whole backward of a skinny layer in one pass over the rows, chunk by chunk and tile by tile: per tile,

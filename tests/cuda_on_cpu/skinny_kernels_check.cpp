@@ -125,13 +125,15 @@ void run(const Case& c, cuda_on_cpu::BlockThreads& block, std::mt19937& generato
   // Outputs and output gradients at the inputs' offset too: a misaligned y or dy takes the element-wise paths.
   Buffer<T> y(c.rows * c.M, c.offset);
   with_out_features(c.M, [&](auto out_features) {
-    constexpr int kOutFeatures = decltype(out_features)::value;
-    const SkinnyForwardTile tile = skinny_forward_tile<T>(c.K, kOutFeatures);
-    const int64_t tiles = (c.rows + tile.rows - 1) / tile.rows;
-    block.launch(static_cast<int>(std::clamp<int64_t>(tiles, 1, c.grid)), tile.bytes, &skinny_tile_bytes, [&] {
-      linear_sigmoid_skinny_kernel<T, kOutFeatures>(x, c.ldx, w.data(), c.bias ? b.data() : nullptr, c.rows, c.K,
-                                                    c.ldx == c.K && is_16_byte_aligned(x),
-                                                    is_16_byte_aligned(y.data()), y.data());
+    with_fixed_in_features<T>(c.K, [&](auto fixed_in_features) {
+      constexpr int kOutFeatures = decltype(out_features)::value;
+      const SkinnyForwardTile tile = skinny_forward_tile<T>(c.K, kOutFeatures);
+      const int64_t tiles = (c.rows + tile.rows - 1) / tile.rows;
+      block.launch(static_cast<int>(std::clamp<int64_t>(tiles, 1, c.grid)), tile.bytes, &skinny_tile_bytes, [&] {
+        linear_sigmoid_skinny_kernel<T, kOutFeatures, decltype(fixed_in_features)::value>(
+            x, c.ldx, w.data(), c.bias ? b.data() : nullptr, c.rows, c.K, c.ldx == c.K && is_16_byte_aligned(x),
+            is_16_byte_aligned(y.data()), y.data());
+      });
     });
   });
   for (int64_t r = 0; r < c.rows; ++r) {
@@ -209,8 +211,10 @@ int run_all() {
   std::mt19937 generator(0);
   cuda_on_cpu::BlockThreads block(kThreads);
   // (K, M): the heads, rows of whole 16-byte pieces (32, 64: odd-pitch staging in float32), one input, no
-  // inputs, and odd sizes whose rows straddle pieces.
-  const int features[][2] = {{3, 2}, {30, 1}, {32, 8}, {64, 8}, {1, 1}, {0, 3}, {17, 5}, {64, 1}, {8, 3}, {5, 7}};
+  // inputs, odd sizes whose rows straddle pieces, and the half types' forwards of a fixed K (1 to 4) with one to eight
+  // outputs (float32's K = 4 rows are one piece).
+  const int features[][2] = {{3, 2}, {30, 1}, {32, 8}, {64, 8}, {1, 1}, {0, 3}, {17, 5}, {64, 1}, {8, 3}, {5, 7},
+                             {4, 8}, {2, 5}};
   // One row; a partial tile; several tiles (at large K); more backward chunks (2048 rows each) than three blocks.
   const int64_t row_counts[] = {1, 9, 1000, 7001};
   int cases = 0;
