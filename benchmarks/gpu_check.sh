@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU check, for a fresh H100/H200 machine that has its own CUDA build of torch, nvcc and ninja and nothing to
-# download: builds the extension with its CUDA kernels (for sm_90a, so that the Hopper CUTLASS kernels are real), runs
-# the CUDA tests (with a native stack of any test that crashes its process), runs compute-sanitizer's memcheck over a
+# download: builds the extension with its CUDA kernels (for sm_90a, so that the Hopper CUTLASS kernels are real), calls
+# the op's error paths each in a process of its own (one crashed its process on an H100), runs the CUDA tests (with a
+# native stack of any test that crashes its process), runs compute-sanitizer's memcheck over a
 # short CUDA subset, runs the CUDA benchmarks, runs compute-sanitizer's racecheck over the skinny kernels
 # (tests/test_skinny_kernels_on_cpu.py checks their barriers on every machine; this checks them on the hardware), then,
 # as time allows, compares with torch.compile(mode="max-autotune") on the mid shapes, times the skinny backward with
@@ -140,6 +141,31 @@ xdist_args=()
 if python3 -c "import xdist" 2>/dev/null; then xdist_args=(-n 4 --dist loadfile); fi
 
 if wants tests; then
+step "error paths, each call in a process of its own"
+# On an H100 with torch 2.11 an error test crashed its process (bias of one element, CPU and CUDA alike), where errors
+# that print only devices passed: which messages crash here, ours and torch's own, with and without C++ stack traces.
+timeout "$(limit 60)" python3 - <<'PY' 2>&1 | tee -a "$log"
+import os, subprocess, sys
+setup = ("import torch\nfrom fused_sigmoid import linear_sigmoid\n"
+         "x, w, b = torch.randn(5, 3), torch.randn(2, 3), torch.randn(2)\n")
+calls = {
+    "torch's own error, sizes in it": "torch.ones(2) + torch.ones(3)",
+    "ours, devices only": "linear_sigmoid(x, w.to('meta'), b)",
+    "ours, sizes in it (raw op)": "torch.ops.fused_sigmoid.linear_sigmoid(x, w, b[:1])",
+    "ours, sizes in it": "linear_sigmoid(x, w, b[:1])",
+    "ours, feature counts in it": "linear_sigmoid(x[:, :2], w, b)",
+}
+child = setup + ("try:\n    {}\nexcept Exception as error:\n    print(type(error).__name__, str(error).splitlines()[0])\n"
+                 "else:\n    print('no error raised')")
+runs = {(name, traces): subprocess.Popen([sys.executable, "-c", child.format(call)], stdout=subprocess.PIPE,
+                                         stderr=subprocess.STDOUT, text=True,
+                                         env={**os.environ, "TORCH_SHOW_CPP_STACKTRACES": traces})
+        for name, call in calls.items() for traces in ("0", "1")}
+for (name, traces), run in runs.items():
+    output = run.communicate()[0].strip().splitlines()
+    outcome = f"crashed (signal {-run.returncode})" if run.returncode < 0 else (output or ["no output"])[-1][:100]
+    print(f"{name}, C++ stack traces {'on' if traces == '1' else 'off'}: {outcome}")
+PY
 step "CUDA tests (every test with a CUDA case, tensors past 2^31 elements included)"
 timeout "$(limit 200)" python3 -m pytest tests "${pytest_args[@]}" "${xdist_args[@]}" -k cuda --run-slow \
   --maxfail=30 --durations=10 >"$step_log" 2>&1 || status=1
