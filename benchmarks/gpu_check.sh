@@ -155,8 +155,8 @@ calls = {
     "ours, sizes in it": "linear_sigmoid(x, w, b[:1])",
     "ours, feature counts in it": "linear_sigmoid(x[:, :2], w, b)",
 }
-child = setup + ("try:\n    {}\nexcept Exception as error:\n    print(type(error).__name__, str(error).splitlines()[0])\n"
-                 "else:\n    print('no error raised')")
+child = setup + ("try:\n    {}\nexcept Exception as error:\n"
+                 "    print(type(error).__name__, str(error).splitlines()[0])\nelse:\n    print('no error raised')")
 runs = {(name, traces): subprocess.Popen([sys.executable, "-c", child.format(call)], stdout=subprocess.PIPE,
                                          stderr=subprocess.STDOUT, text=True,
                                          env={**os.environ, "TORCH_SHOW_CPP_STACKTRACES": traces})
