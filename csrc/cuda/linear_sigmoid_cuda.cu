@@ -111,7 +111,7 @@ at::Tensor linear_sigmoid_cuda(
   if (M <= kMaxSkinnyOutFeatures && K <= kMaxSkinnyInFeatures) {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "linear_sigmoid_skinny", [&] {
       with_out_features(static_cast<int>(M), [&](auto out_features) {
-        with_fixed_in_features<scalar_t>(static_cast<int>(K), [&](auto fixed_in_features) {
+        with_fixed_in_features<has_fixed_forward<scalar_t>()>(static_cast<int>(K), [&](auto fixed_in_features) {
           constexpr int kOutFeatures = decltype(out_features)::value;
           const SkinnyForwardTile tile = skinny_forward_tile<scalar_t>(static_cast<int>(K), kOutFeatures);
           const auto kernel = linear_sigmoid_skinny_kernel<scalar_t, kOutFeatures, decltype(fixed_in_features)::value>;
@@ -148,7 +148,8 @@ at::Tensor linear_sigmoid_cuda(
   return output;
 }
 
-// The skinny backward's bound on a tile's rows: kDefaultSkinnyBackwardTileRows, or
+// The bound on a tile's rows of the skinny backward whose threads own gradient elements (the per-row kernel's tiles
+// take a stage's largest row count): kDefaultSkinnyBackwardTileRows, or
 // FUSED_SIGMOID_SKINNY_BACKWARD_TILE_ROWS where it is set (read once), so that benchmarks/gpu_check.sh can time larger
 // tiles from one build. 256, 512 or 1024; any other value is an error, raised on every call, rather than a silent
 // default.
@@ -167,8 +168,9 @@ int skinny_backward_tile_rows() {
   return rows;
 }
 
-// The skinny shapes' backward: one pass of linear_sigmoid_skinny_backward_kernel, then the chunks' weight and bias
-// gradient sums added up.
+// The skinny shapes' backward: one pass of linear_sigmoid_skinny_per_row_backward_kernel (per_row_backward shapes in
+// float32 and the half types) or of linear_sigmoid_skinny_backward_kernel, then the chunks' weight and bias gradient
+// sums added up.
 LinearSigmoidGradients skinny_backward(
     const at::Tensor& dy,
     const at::Tensor& y,
@@ -188,26 +190,38 @@ LinearSigmoidGradients skinny_backward(
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   const int tile_rows = skinny_backward_tile_rows();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, y.scalar_type(), "linear_sigmoid_skinny_backward", [&] {
+    const SkinnyBackwardArgs<scalar_t> args{
+        dy.const_data_ptr<scalar_t>(),
+        y.const_data_ptr<scalar_t>(),
+        x.const_data_ptr<scalar_t>(),
+        x.stride(0),
+        w.const_data_ptr<scalar_t>(),
+        N,
+        x.stride(0) == K && is_16_byte_aligned(x),
+        is_16_byte_aligned(dy) && is_16_byte_aligned(y),
+        output_mask[0] ? grad_input.mutable_data_ptr<scalar_t>() : nullptr,
+        output_mask[1] ? weight_partials.mutable_data_ptr<double>() : nullptr,
+        output_mask[2] ? bias_partials.mutable_data_ptr<double>() : nullptr};
+    constexpr bool kPerRow = !std::is_same_v<scalar_t, double>;
     with_out_features(static_cast<int>(M), [&](auto out_features) {
-      constexpr int kOutFeatures = decltype(out_features)::value;
-      const SkinnyBackwardTile tile = skinny_backward_tile<scalar_t>(static_cast<int>(K), kOutFeatures, tile_rows);
-      const auto kernel = linear_sigmoid_skinny_backward_kernel<scalar_t, kOutFeatures>;
-      const int blocks = resident_blocks(reinterpret_cast<const void*>(kernel), tile.bytes, num_chunks);
-      kernel<<<blocks, kThreads, tile.bytes, stream>>>(
-          dy.const_data_ptr<scalar_t>(),
-          y.const_data_ptr<scalar_t>(),
-          x.const_data_ptr<scalar_t>(),
-          x.stride(0),
-          w.const_data_ptr<scalar_t>(),
-          N,
-          static_cast<int>(K),
-          tile_rows,
-          x.stride(0) == K && is_16_byte_aligned(x),
-          is_16_byte_aligned(dy) && is_16_byte_aligned(y),
-          output_mask[0] ? grad_input.mutable_data_ptr<scalar_t>() : nullptr,
-          output_mask[1] ? weight_partials.mutable_data_ptr<double>() : nullptr,
-          output_mask[2] ? bias_partials.mutable_data_ptr<double>() : nullptr);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      with_fixed_in_features<kPerRow>(static_cast<int>(K), [&](auto fixed_in_features) {
+        constexpr int kOutFeatures = decltype(out_features)::value;
+        constexpr int kFixedK = decltype(fixed_in_features)::value;
+        if constexpr (per_row_backward(kFixedK, kOutFeatures)) {
+          const SkinnyBackwardTile tile =
+              skinny_backward_tile<scalar_t>(kFixedK, kOutFeatures, kMaxSkinnyBackwardTileRows, true);
+          const auto kernel = linear_sigmoid_skinny_per_row_backward_kernel<scalar_t, kOutFeatures, kFixedK>;
+          const int blocks = resident_blocks(reinterpret_cast<const void*>(kernel), tile.bytes, num_chunks);
+          kernel<<<blocks, kThreads, tile.bytes, stream>>>(args);
+        } else {
+          const SkinnyBackwardTile tile =
+              skinny_backward_tile<scalar_t>(static_cast<int>(K), kOutFeatures, tile_rows, false);
+          const auto kernel = linear_sigmoid_skinny_backward_kernel<scalar_t, kOutFeatures>;
+          const int blocks = resident_blocks(reinterpret_cast<const void*>(kernel), tile.bytes, num_chunks);
+          kernel<<<blocks, kThreads, tile.bytes, stream>>>(args, static_cast<int>(K), tile_rows);
+        }
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      });
     });
     if (output_mask[0]) {
       std::get<0>(gradients) = grad_input.view(input.sizes());

@@ -125,7 +125,7 @@ void run(const Case& c, cuda_on_cpu::BlockThreads& block, std::mt19937& generato
   // Outputs and output gradients at the inputs' offset too: a misaligned y or dy takes the element-wise paths.
   Buffer<T> y(c.rows * c.M, c.offset);
   with_out_features(c.M, [&](auto out_features) {
-    with_fixed_in_features<T>(c.K, [&](auto fixed_in_features) {
+    with_fixed_in_features<has_fixed_forward<T>()>(c.K, [&](auto fixed_in_features) {
       constexpr int kOutFeatures = decltype(out_features)::value;
       const SkinnyForwardTile tile = skinny_forward_tile<T>(c.K, kOutFeatures);
       const int64_t tiles = (c.rows + tile.rows - 1) / tile.rows;
@@ -155,15 +155,28 @@ void run(const Case& c, cuda_on_cpu::BlockThreads& block, std::mt19937& generato
   Buffer<T> dx(c.mask[0] ? c.rows * c.K : 0);
   std::vector<double> weight_partials(c.mask[1] ? chunks * c.M * c.K : 0, NAN);
   std::vector<double> bias_partials(c.mask[2] ? chunks * c.M : 0, NAN);
+  // The kernel linear_sigmoid_cuda.cu launches: the per-row one for its shapes outside float64.
+  const int blocks = static_cast<int>(std::clamp<int64_t>(chunks, 1, c.grid));
+  const SkinnyBackwardArgs<T> args{dy.data(), y.data(), x, c.ldx, w.data(), c.rows,
+                                   c.ldx == c.K && is_16_byte_aligned(x),
+                                   is_16_byte_aligned(dy.data()) && is_16_byte_aligned(y.data()),
+                                   c.mask[0] ? dx.data() : nullptr, c.mask[1] ? weight_partials.data() : nullptr,
+                                   c.mask[2] ? bias_partials.data() : nullptr};
   with_out_features(c.M, [&](auto out_features) {
-    constexpr int kOutFeatures = decltype(out_features)::value;
-    const SkinnyBackwardTile tile = skinny_backward_tile<T>(c.K, kOutFeatures, c.backward_tile_rows);
-    block.launch(static_cast<int>(std::clamp<int64_t>(chunks, 1, c.grid)), tile.bytes, &skinny_tile_bytes, [&] {
-      linear_sigmoid_skinny_backward_kernel<T, kOutFeatures>(
-          dy.data(), y.data(), x, c.ldx, w.data(), c.rows, c.K, c.backward_tile_rows,
-          c.ldx == c.K && is_16_byte_aligned(x),
-          is_16_byte_aligned(dy.data()) && is_16_byte_aligned(y.data()), c.mask[0] ? dx.data() : nullptr,
-          c.mask[1] ? weight_partials.data() : nullptr, c.mask[2] ? bias_partials.data() : nullptr);
+    with_fixed_in_features<!std::is_same_v<T, double>>(c.K, [&](auto fixed_in_features) {
+      constexpr int kOutFeatures = decltype(out_features)::value;
+      constexpr int kFixedK = decltype(fixed_in_features)::value;
+      if constexpr (per_row_backward(kFixedK, kOutFeatures)) {
+        const SkinnyBackwardTile tile =
+            skinny_backward_tile<T>(kFixedK, kOutFeatures, kMaxSkinnyBackwardTileRows, true);
+        block.launch(blocks, tile.bytes, &skinny_tile_bytes,
+                     [&] { linear_sigmoid_skinny_per_row_backward_kernel<T, kOutFeatures, kFixedK>(args); });
+      } else {
+        const SkinnyBackwardTile tile = skinny_backward_tile<T>(c.K, kOutFeatures, c.backward_tile_rows, false);
+        block.launch(blocks, tile.bytes, &skinny_tile_bytes, [&] {
+          linear_sigmoid_skinny_backward_kernel<T, kOutFeatures>(args, c.K, c.backward_tile_rows);
+        });
+      }
     });
   });
   std::vector<double> dz(c.rows * c.M);
@@ -211,10 +224,11 @@ int run_all() {
   std::mt19937 generator(0);
   cuda_on_cpu::BlockThreads block(kThreads);
   // (K, M): the heads, rows of whole 16-byte pieces (32, 64: odd-pitch staging in float32), one input, no
-  // inputs, odd sizes whose rows straddle pieces, and the half types' forwards of a fixed K (1 to 4) with one to eight
-  // outputs (float32's K = 4 rows are one piece).
+  // inputs, odd sizes whose rows straddle pieces, the half types' forwards of a fixed K (1 to 4) with one to eight
+  // outputs (float32's K = 4 rows are one piece), and the per-row backward's shapes (3 -> 2, 1 -> 1, and 1 -> 6 and
+  // 4 -> 2 at its bound of gradient elements; 2 -> 5 and 4 -> 8 are past it).
   const int features[][2] = {{3, 2}, {30, 1}, {32, 8}, {64, 8}, {1, 1}, {0, 3}, {17, 5}, {64, 1}, {8, 3}, {5, 7},
-                             {4, 8}, {2, 5}};
+                             {4, 8}, {2, 5}, {1, 6}, {4, 2}};
   // One row; a partial tile; several tiles (at large K); more backward chunks (2048 rows each) than three blocks.
   const int64_t row_counts[] = {1, 9, 1000, 7001};
   int cases = 0;
