@@ -55,8 +55,8 @@ def test_the_emulation_catches_a_per_row_chunk_end_without_its_last_barrier(tmp_
     # The per-row backward adds a chunk's sums in the stage it has just computed from; without the barrier after that,
     # threads done with the sums start the next tile's copies into that stage while others still read it.
     source = SKINNY_KERNELS.read_text()
-    barrier = ("    // free_stage is filled again once this returns, and thread_sums rewritten at the next chunk's"
-               " end.\n    __syncthreads();\n")
+    barrier = ("    // free_stage is filled again once this returns, and the threads' sums rewritten at the next"
+               " chunk's end.\n    __syncthreads();\n")
     assert barrier in source
     program = build_skinny(tmp_path, source.replace(barrier, ""))
     result = run(program, "float32")

@@ -6,8 +6,9 @@
 // suit tensor cores, one CUTLASS GEMM with the bias and sigmoid in its epilogue (cutlass/gemm_sigmoid.cu);
 // otherwise cuBLAS (through ATen's addmm, whose cuBLASLt path adds the bias in its epilogue) into the output, then
 // ATen's in-place sigmoid: cuBLASLt has no sigmoid epilogue.
-// Backward: the skinny shapes run one pass over the rows (skinny_kernels.cuh) that forms dz in shared memory, writes
-// grad_input and sums the weight and bias gradients per chunk of rows. Other shapes run one kernel for dz and its
+// Backward: the skinny shapes run one pass over the rows (skinny_kernels.cuh) that forms dz (in registers for the
+// smallest shapes, in shared memory for the others), writes grad_input and sums the weight and bias gradients per
+// chunk of rows. Other shapes run one kernel for dz and its
 // per-chunk column sums (grad_kernels.cuh), then cuBLAS GEMMs for grad_input and grad_weight. Chunk sums are in double
 // and added by a second kernel in a fixed order without atomics, so gradients repeat bit for bit and the bias gradient
 // is rounded once, as on the CPU. Everything runs on the current stream of the input's device, with int64 indexing.

@@ -35,15 +35,20 @@ constexpr int kSkinnyOutputBytes = 8 * 1024;
 // float32 rows of the same K are twice the bytes for the same instructions, and 3 -> 2 ran at 84% of the copy
 // bandwidth on an H100 with K a run-time value, bfloat16 at 61%), and the per-row backward.
 constexpr int kMaxFixedInFeatures = 4;
-// Gradient elements, (K + 1) * M, up to which the backward of a fixed K runs a thread per row, each thread keeping its
-// own sums of all of them (linear_sigmoid_skinny_per_row_backward_kernel): 3 -> 2 is 8. Their shared-memory copy at a
-// chunk's end (12 KiB in float) and two stages of 16 KiB stay within the 48 KiB a block may take unasked.
-constexpr int kMaxPerRowGradients = 12;
+// The bytes of one thread's gradient sums in the backward of a fixed K that runs a thread per row
+// (linear_sigmoid_skinny_per_row_backward_kernel): the K * M weight elements in float, the M bias elements in double,
+// as the other backward sums every dz into the bias in double (so that the bias gradient is the rounded exact sum).
+__host__ __device__ constexpr int per_row_sum_bytes(int K, int M) {
+  return M * (K * static_cast<int>(sizeof(float)) + static_cast<int>(sizeof(double)));
+}
+// Up to this many a thread (3 -> 2 takes 40): at a chunk's end every thread's sums are copied to shared memory, and
+// that copy (12 KiB) and two stages of 16 KiB stay within the 48 KiB a block may take unasked.
+constexpr int kMaxPerRowSumBytes = 48;
 
 // Whether the per-row backward takes K -> M (float32, bfloat16 and float16): K known at compile time and few enough
 // gradient elements for every thread to keep its own sums of all of them in registers.
 __host__ __device__ constexpr bool per_row_backward(int K, int M) {
-  return K >= 1 && K <= kMaxFixedInFeatures && (K + 1) * M <= kMaxPerRowGradients;
+  return K >= 1 && K <= kMaxFixedInFeatures && per_row_sum_bytes(K, M) <= kMaxPerRowSumBytes;
 }
 // Rows a tile may hold: the forward's bound keeps a few rows per thread; the backward's keeps a tile's weight
 // gradient partial sums over few rows per thread. The backward's bound is a launch argument, so that
@@ -114,7 +119,7 @@ __host__ __device__ constexpr SkinnyForwardTile skinny_forward_tile(int K, int M
 
 // The backward's tile, of at most max_rows rows: its rows, where dy and y start in a stage (x first), one stage's
 // bytes, and the dynamic shared memory of two stages and, after them, the tile's dz (rows x M in opmath) or, with
-// thread_sums (the per-row kernel), every thread's sums of the (K + 1) * M gradient elements (in opmath).
+// thread_sums (the per-row kernel), every thread's gradient sums (per_row_sum_bytes).
 struct SkinnyBackwardTile {
   int rows;
   int dy_offset;
@@ -133,7 +138,7 @@ __host__ __device__ constexpr SkinnyBackwardTile skinny_backward_tile(int K, int
   const int dy_offset = round_up_to_16(rows * K * kElement);
   const int y_offset = dy_offset + round_up_to_16(rows * M * kElement);
   const int stage_bytes = y_offset + round_up_to_16(rows * M * kElement);
-  const int after_stages = thread_sums ? (K + 1) * M * kThreads * kOpmath : rows * M * kOpmath;
+  const int after_stages = thread_sums ? per_row_sum_bytes(K, M) * kThreads : rows * M * kOpmath;
   return {rows, dy_offset, y_offset, stage_bytes, 2 * stage_bytes + after_stages};
 }
 
@@ -515,7 +520,7 @@ __device__ inline void for_each_backward_tile(const SkinnyBackwardTile& tile, co
 // (kDefaultSkinnyBackwardTileRows, up to kMaxSkinnyBackwardTileRows). Asking for six blocks a multiprocessor holds
 // the registers to 40 a thread (64 otherwise: four blocks); on H100 and H200 shared memory then admits six for most
 // shapes, 30 -> 1 in float32 among them. Nothing spills on sm_90, and 12 bytes of float64's on sm_80. Shapes that the
-// per-row kernel below takes (per_row_backward) do not come here.
+// per-row kernel below takes (per_row_backward, outside float64) do not come here.
 template <typename scalar_t, int M>
 __global__ void __launch_bounds__(kThreads, 6)
     linear_sigmoid_skinny_backward_kernel(SkinnyBackwardArgs<scalar_t> args, int K, int max_tile_rows) {
@@ -635,37 +640,41 @@ __global__ void __launch_bounds__(kThreads, 6)
 
 // The backward of the smallest shapes (per_row_backward), with in_features K fixed at compile time: a thread takes
 // whole rows, as the forward does. Per row it forms dz = dy * (1 - y) * y in opmath in registers, grad_input =
-// dz @ w with the weight in registers (the same sums, in the same order, as the kernel above), and adds dz x^T and dz
-// to its own sums of the weight and bias gradients. The kernel above spends several hundred instructions a row on
-// such shapes, most of them per tile (barriers, index arithmetic, one gradient element per thread), and ran 3 -> 2 at
-// 22-43% of its memory floor on an H100 in the same time in bfloat16 and float32. Tiles take the stage's largest
-// row count, kMaxSkinnyBackwardTileRows at most, so that those per-tile costs are shared by up to four rows a thread.
-// At a chunk's end the block's sums are added up in a fixed order: each thread's sums go to shared memory, eight
-// threads per element add every eighth of its kThreads sums in double, in order, and one adds their eight; a row's
-// thread and place in those sums depend only on the shape, so the gradients do too. Four blocks a
-// multiprocessor leave 64 registers a thread.
+// dz @ w with the weight in registers (the same sums, in the same order, as the kernel above), and adds dz x^T to its
+// own sums of the weight gradient (in float) and dz to its sums of the bias gradient (in double, as above). The kernel
+// above spends several hundred instructions a row on such shapes, most of them per tile (barriers, index arithmetic,
+// one gradient element per thread), and ran 3 -> 2 at 22-43% of its memory floor on an H100 in the same time in
+// bfloat16 and float32. Tiles take the stage's largest row count, kMaxSkinnyBackwardTileRows at most, so that those
+// per-tile costs are shared by up to four rows a thread. At a chunk's end the block's sums are added up in a fixed
+// order: each thread's sums go to shared memory, eight threads per element add every eighth of its kThreads sums in
+// double, in order, and one adds their eight; a row's thread and place in those sums depend only on the shape, so the
+// gradients do too. Four blocks a multiprocessor leave 64 registers a thread.
 template <typename scalar_t, int M, int K>
 __global__ void __launch_bounds__(kThreads, 4)
     linear_sigmoid_skinny_per_row_backward_kernel(SkinnyBackwardArgs<scalar_t> args) {
   static_assert(M >= 1 && per_row_backward(K, M), "a shape of the per-row skinny backward");
+  using opmath_t = at::opmath_type<scalar_t>;
+  static_assert(std::is_same_v<opmath_t, float>, "per_row_sum_bytes counts float weight sums");
   const scalar_t* __restrict__ const w = args.w;
   scalar_t* __restrict__ const dx = args.dx;
   double* __restrict__ const weight_partials = args.weight_partials;
   double* __restrict__ const bias_partials = args.bias_partials;
-  using opmath_t = at::opmath_type<scalar_t>;
   constexpr int kWeights = M * K;
   constexpr int kGradients = kWeights + M;
   constexpr int kSplits = 8;
   constexpr SkinnyBackwardTile tile = skinny_backward_tile<scalar_t>(K, M, kMaxSkinnyBackwardTileRows, true);
   static_assert(kGradients * kSplits <= kThreads && kGradients * kSplits * sizeof(double) <= tile.stage_bytes,
                 "a thread and a stage's room for each split sum at a chunk's end");
-  auto* const thread_sums = reinterpret_cast<opmath_t*>(skinny_tile_bytes + 2 * tile.stage_bytes);
+  // Every thread's sums at a chunk's end, element by element: the bias's in double after the weight's in float.
+  auto* const thread_weight_sums = reinterpret_cast<float*>(skinny_tile_bytes + 2 * tile.stage_bytes);
+  auto* const thread_bias_sums = reinterpret_cast<double*>(thread_weight_sums + kWeights * kThreads);
   opmath_t w_registers[kWeights];
 #pragma unroll
   for (int i = 0; i < kWeights; ++i) {
     w_registers[i] = static_cast<opmath_t>(w[i]);
   }
-  opmath_t sums[kGradients] = {};
+  float weight_sums[kWeights] = {};
+  double bias_sums[M] = {};
   const auto tile_work = [&](int64_t first_row, int tile_rows, const unsigned char* stage) {
     const auto* const x_tile = reinterpret_cast<const scalar_t*>(stage);
     const auto* const dy_tile = reinterpret_cast<const scalar_t*>(stage + tile.dy_offset);
@@ -694,37 +703,46 @@ __global__ void __launch_bounds__(kThreads, 4)
           const opmath_t x_k = static_cast<opmath_t>(x_tile[r * K + k]);
 #pragma unroll
           for (int m = 0; m < M; ++m) {
-            sums[m * K + k] += dz[m] * x_k;
+            weight_sums[m * K + k] += dz[m] * x_k;
           }
         }
       }
       if (bias_partials != nullptr) {
 #pragma unroll
         for (int m = 0; m < M; ++m) {
-          sums[kWeights + m] += dz[m];
+          bias_sums[m] += static_cast<double>(dz[m]);
         }
       }
     }
+  };
+  // Element e's sum over the block's threads: every eighth of them added in double by each of its eight threads.
+  const auto split_sum = [&](int e, int split) {
+    double sum = 0.0;
+    for (int i = 0; i < kThreads / kSplits; ++i) {
+      const int t = i * kSplits + split;
+      sum += e < kWeights ? static_cast<double>(thread_weight_sums[e * kThreads + t])
+                          : thread_bias_sums[(e - kWeights) * kThreads + t];
+    }
+    return sum;
   };
   const auto chunk_end = [&](int64_t chunk, unsigned char* free_stage) {
     if (weight_partials == nullptr && bias_partials == nullptr) {
       return;
     }
 #pragma unroll
-    for (int e = 0; e < kGradients; ++e) {
-      thread_sums[e * kThreads + threadIdx.x] = sums[e];
-      sums[e] = opmath_t(0);
+    for (int e = 0; e < kWeights; ++e) {
+      thread_weight_sums[e * kThreads + threadIdx.x] = weight_sums[e];
+      weight_sums[e] = 0.0f;
+    }
+#pragma unroll
+    for (int m = 0; m < M; ++m) {
+      thread_bias_sums[m * kThreads + threadIdx.x] = bias_sums[m];
+      bias_sums[m] = 0.0;
     }
     __syncthreads();
     auto* const split_sums = reinterpret_cast<double*>(free_stage);
     if (threadIdx.x < kGradients * kSplits) {
-      const int e = threadIdx.x / kSplits;
-      const int split = threadIdx.x % kSplits;
-      double sum = 0.0;
-      for (int i = 0; i < kThreads / kSplits; ++i) {
-        sum += static_cast<double>(thread_sums[e * kThreads + i * kSplits + split]);
-      }
-      split_sums[threadIdx.x] = sum;
+      split_sums[threadIdx.x] = split_sum(threadIdx.x / kSplits, threadIdx.x % kSplits);
     }
     __syncthreads();
     if (threadIdx.x < kGradients) {
@@ -740,7 +758,7 @@ __global__ void __launch_bounds__(kThreads, 4)
         bias_partials[chunk * M + threadIdx.x - kWeights] = total;
       }
     }
-    // free_stage is filled again once this returns, and thread_sums rewritten at the next chunk's end.
+    // free_stage is filled again once this returns, and the threads' sums rewritten at the next chunk's end.
     __syncthreads();
   };
   for_each_backward_tile<scalar_t, M>(tile, args, K, tile_work, chunk_end);

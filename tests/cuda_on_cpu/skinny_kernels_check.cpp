@@ -225,10 +225,10 @@ int run_all() {
   cuda_on_cpu::BlockThreads block(kThreads);
   // (K, M): the heads, rows of whole 16-byte pieces (32, 64: odd-pitch staging in float32), one input, no
   // inputs, odd sizes whose rows straddle pieces, the half types' forwards of a fixed K (1 to 4) with one to eight
-  // outputs (float32's K = 4 rows are one piece), and the per-row backward's shapes (3 -> 2, 1 -> 1, and 1 -> 6 and
-  // 4 -> 2 at its bound of gradient elements; 2 -> 5 and 4 -> 8 are past it).
+  // outputs (float32's K = 4 rows are one piece), and the per-row backward's shapes (3 -> 2, 1 -> 1, and 1 -> 4,
+  // 2 -> 3 and 4 -> 2 at its bound of a thread's sums; 2 -> 5 and 4 -> 8 are past it).
   const int features[][2] = {{3, 2}, {30, 1}, {32, 8}, {64, 8}, {1, 1}, {0, 3}, {17, 5}, {64, 1}, {8, 3}, {5, 7},
-                             {4, 8}, {2, 5}, {1, 6}, {4, 2}};
+                             {4, 8}, {2, 5}, {1, 4}, {2, 3}, {4, 2}};
   // One row; a partial tile; several tiles (at large K); more backward chunks (2048 rows each) than three blocks.
   const int64_t row_counts[] = {1, 9, 1000, 7001};
   int cases = 0;
@@ -241,10 +241,12 @@ int run_all() {
         }
         Case c{rows, K, M, layout == 1 ? K + 3 : K, layout == 2 ? 1 : 0, 1 + cases % 3, cases % 4 != 1,
                {true, true, true}, cases % 7 < 4 ? kDefaultSkinnyBackwardTileRows : kMaxSkinnyBackwardTileRows};
-        if (cases % 5 == 3) {
-          c.mask = {true, false, false};
-        } else if (cases % 5 == 4) {
-          c.mask = {false, true, true};
+        // Each gradient alone and in pairs too: the kernels skip what is not asked for (x is not even copied
+        // without the weight gradient).
+        const std::array<bool, 3> masks[] = {{true, false, false}, {false, true, true}, {false, false, true},
+                                             {false, true, false}, {true, false, true}};
+        if (cases % 9 >= 4) {
+          c.mask = masks[cases % 9 - 4];
         }
         cuda_on_cpu::eager_copies = cases % 2 == 1;
         run<T>(c, block, generator);
