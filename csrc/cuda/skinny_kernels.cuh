@@ -50,11 +50,13 @@ constexpr int kMaxPerRowSumBytes = 48;
 __host__ __device__ constexpr bool per_row_backward(int K, int M) {
   return K >= 1 && K <= kMaxFixedInFeatures && per_row_sum_bytes(K, M) <= kMaxPerRowSumBytes;
 }
+
 // Rows a tile may hold: the forward's bound keeps a few rows per thread; the backward's keeps a tile's weight
-// gradient partial sums over few rows per thread. The backward's bound is a launch argument, so that
-// FUSED_SIGMOID_SKINNY_BACKWARD_TILE_ROWS (linear_sigmoid_cuda.cu) can time larger tiles from one build: at 256 rows
-// a stage of 3 -> 2 holds 7 KiB in float32 and 3.5 KiB in bfloat16, and that backward ran at 43% and 22% of its
-// memory floor on an H100 in the same time for both dtypes, as if bound by the bytes in flight rather than moved.
+// gradient partial sums over few rows per thread (in the kernel whose threads own gradient elements; the per-row
+// kernel takes the largest tiles). That bound is a launch argument, so that FUSED_SIGMOID_SKINNY_BACKWARD_TILE_ROWS
+// (linear_sigmoid_cuda.cu) can time larger tiles from one build: at 256 rows that kernel ran 3 -> 2 at 43% (float32)
+// and 22% (bfloat16) of its memory floor on an H100, in the same time for both dtypes (3 -> 2 has the per-row kernel
+// since).
 constexpr int kMaxSkinnyForwardTileRows = 2048;
 constexpr int kDefaultSkinnyBackwardTileRows = 256;
 constexpr int kMaxSkinnyBackwardTileRows = 1024;
