@@ -8,10 +8,10 @@
 // ATen's in-place sigmoid: cuBLASLt has no sigmoid epilogue.
 // Backward: the skinny shapes run one pass over the rows (skinny_kernels.cuh) that forms dz (in registers for the
 // smallest shapes, in shared memory for the others), writes grad_input and sums the weight and bias gradients per
-// chunk of rows. Other shapes run one kernel for dz and its
-// per-chunk column sums (grad_kernels.cuh), then cuBLAS GEMMs for grad_input and grad_weight. Chunk sums are in double
-// and added by a second kernel in a fixed order without atomics, so gradients repeat bit for bit and the bias gradient
-// is rounded once, as on the CPU. Everything runs on the current stream of the input's device, with int64 indexing.
+// chunk of rows. Other shapes run one kernel for dz and its per-chunk column sums (grad_kernels.cuh), then cuBLAS
+// GEMMs for grad_input and grad_weight. Chunk sums are in double and added by a second kernel in a fixed order
+// without atomics, so gradients repeat bit for bit and the bias gradient is rounded once, as on the CPU. Everything
+// runs on the current stream of the input's device, with int64 indexing.
 #include "../checks.h"
 #include "../rows.h"
 #include "alignment.h"
@@ -169,9 +169,8 @@ int skinny_backward_tile_rows() {
   return rows;
 }
 
-// The skinny shapes' backward: one pass of linear_sigmoid_skinny_per_row_backward_kernel (per_row_backward shapes in
-// float32 and the half types) or of linear_sigmoid_skinny_backward_kernel, then the chunks' weight and bias gradient
-// sums added up.
+// The skinny shapes' backward: one pass of linear_sigmoid_skinny_per_row_backward_kernel (per_row_backward shapes) or
+// of linear_sigmoid_skinny_backward_kernel, then the chunks' weight and bias gradient sums added up.
 LinearSigmoidGradients skinny_backward(
     const at::Tensor& dy,
     const at::Tensor& y,
@@ -203,12 +202,11 @@ LinearSigmoidGradients skinny_backward(
         output_mask[0] ? grad_input.mutable_data_ptr<scalar_t>() : nullptr,
         output_mask[1] ? weight_partials.mutable_data_ptr<double>() : nullptr,
         output_mask[2] ? bias_partials.mutable_data_ptr<double>() : nullptr};
-    constexpr bool kPerRow = !std::is_same_v<scalar_t, double>;
     with_out_features(static_cast<int>(M), [&](auto out_features) {
-      with_fixed_in_features<kPerRow>(static_cast<int>(K), [&](auto fixed_in_features) {
-        constexpr int kOutFeatures = decltype(out_features)::value;
-        constexpr int kFixedK = decltype(fixed_in_features)::value;
-        if constexpr (per_row_backward(kFixedK, kOutFeatures)) {
+      constexpr int kOutFeatures = decltype(out_features)::value;
+      with_per_row_in_features<scalar_t, kOutFeatures>(static_cast<int>(K), [&](auto per_row_in_features) {
+        constexpr int kFixedK = decltype(per_row_in_features)::value;
+        if constexpr (kFixedK > 0) {
           const SkinnyBackwardTile tile =
               skinny_backward_tile<scalar_t>(kFixedK, kOutFeatures, kMaxSkinnyBackwardTileRows, true);
           const auto kernel = linear_sigmoid_skinny_per_row_backward_kernel<scalar_t, kOutFeatures, kFixedK>;

@@ -45,10 +45,13 @@ __host__ __device__ constexpr int per_row_sum_bytes(int K, int M) {
 // that copy (12 KiB) and two stages of 16 KiB stay within the 48 KiB a block may take unasked.
 constexpr int kMaxPerRowSumBytes = 48;
 
-// Whether the per-row backward takes K -> M (float32, bfloat16 and float16): K known at compile time and few enough
-// gradient elements for every thread to keep its own sums of all of them in registers.
+// Whether the per-row backward takes K -> M in scalar_t: float32, bfloat16 and float16 (whose opmath is float), K
+// known at compile time, and few enough gradient elements for every thread to keep its own sums of all of them in
+// registers.
+template <typename scalar_t>
 __host__ __device__ constexpr bool per_row_backward(int K, int M) {
-  return K >= 1 && K <= kMaxFixedInFeatures && per_row_sum_bytes(K, M) <= kMaxPerRowSumBytes;
+  return !std::is_same_v<scalar_t, double> && K >= 1 && K <= kMaxFixedInFeatures &&
+      per_row_sum_bytes(K, M) <= kMaxPerRowSumBytes;
 }
 
 // Rows a tile may hold: the forward's bound keeps a few rows per thread; the backward's keeps a tile's weight
@@ -164,7 +167,7 @@ constexpr bool skinny_shared_memory_fits() {
   for (int K = 0; K <= kMaxSkinnyInFeatures; ++K) {
     for (int M = 1; M <= kMaxSkinnyOutFeatures; ++M) {
       // The per-row backward declares no shared arrays.
-      const bool per_row = per_row_backward(K, M) && !std::is_same_v<scalar_t, double>;
+      const bool per_row = per_row_backward<scalar_t>(K, M);
       if (skinny_forward_tile<scalar_t>(K, M).bytes + skinny_forward_static_bytes<scalar_t>(M) > kBlockBytes ||
           skinny_backward_tile<scalar_t>(K, M, kMaxSkinnyBackwardTileRows, per_row).bytes +
                   (per_row ? 0 : skinny_backward_static_bytes<scalar_t>(M)) >
@@ -427,6 +430,19 @@ constexpr bool has_fixed_forward() {
   return std::is_same_v<scalar_t, c10::Half> || std::is_same_v<scalar_t, c10::BFloat16>;
 }
 
+// f(std::integral_constant<int, K>{}) where the per-row backward takes K -> M in scalar_t, else
+// f(std::integral_constant<int, 0>{}) (the backward kernel whose threads own gradient elements).
+template <typename scalar_t, int M, typename F>
+decltype(auto) with_per_row_in_features(int in_features, F&& f) {
+  return with_fixed_in_features<!std::is_same_v<scalar_t, double>>(in_features, [&](auto fixed_in_features) {
+    if constexpr (per_row_backward<scalar_t>(decltype(fixed_in_features)::value, M)) {
+      return f(fixed_in_features);
+    } else {
+      return f(std::integral_constant<int, 0>{});
+    }
+  });
+}
+
 // What both skinny backward kernels take: dy, y (rows x M) and x (rows of K, ldx apart) and the weight (M x K); where
 // they may be copied by cp.async (x_async: x's rows contiguous and 16-byte aligned; grad_async: dy and y 16-byte
 // aligned); and the outputs, null when not asked for: grad_input (rows x K) and the chunks' partial sums of the
@@ -654,7 +670,7 @@ __global__ void __launch_bounds__(kThreads, 6)
 template <typename scalar_t, int M, int K>
 __global__ void __launch_bounds__(kThreads, 4)
     linear_sigmoid_skinny_per_row_backward_kernel(SkinnyBackwardArgs<scalar_t> args) {
-  static_assert(M >= 1 && per_row_backward(K, M), "a shape of the per-row skinny backward");
+  static_assert(M >= 1 && per_row_backward<scalar_t>(K, M), "a shape of the per-row skinny backward");
   using opmath_t = at::opmath_type<scalar_t>;
   static_assert(std::is_same_v<opmath_t, float>, "per_row_sum_bytes counts float weight sums");
   const scalar_t* __restrict__ const w = args.w;

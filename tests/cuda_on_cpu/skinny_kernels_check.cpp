@@ -155,7 +155,7 @@ void run(const Case& c, cuda_on_cpu::BlockThreads& block, std::mt19937& generato
   Buffer<T> dx(c.mask[0] ? c.rows * c.K : 0);
   std::vector<double> weight_partials(c.mask[1] ? chunks * c.M * c.K : 0, NAN);
   std::vector<double> bias_partials(c.mask[2] ? chunks * c.M : 0, NAN);
-  // The kernel linear_sigmoid_cuda.cu launches: the per-row one for its shapes outside float64.
+  // The kernel linear_sigmoid_cuda.cu launches.
   const int blocks = static_cast<int>(std::clamp<int64_t>(chunks, 1, c.grid));
   const SkinnyBackwardArgs<T> args{dy.data(), y.data(), x, c.ldx, w.data(), c.rows,
                                    c.ldx == c.K && is_16_byte_aligned(x),
@@ -163,10 +163,10 @@ void run(const Case& c, cuda_on_cpu::BlockThreads& block, std::mt19937& generato
                                    c.mask[0] ? dx.data() : nullptr, c.mask[1] ? weight_partials.data() : nullptr,
                                    c.mask[2] ? bias_partials.data() : nullptr};
   with_out_features(c.M, [&](auto out_features) {
-    with_fixed_in_features<!std::is_same_v<T, double>>(c.K, [&](auto fixed_in_features) {
-      constexpr int kOutFeatures = decltype(out_features)::value;
-      constexpr int kFixedK = decltype(fixed_in_features)::value;
-      if constexpr (per_row_backward(kFixedK, kOutFeatures)) {
+    constexpr int kOutFeatures = decltype(out_features)::value;
+    with_per_row_in_features<T, kOutFeatures>(c.K, [&](auto per_row_in_features) {
+      constexpr int kFixedK = decltype(per_row_in_features)::value;
+      if constexpr (kFixedK > 0) {
         const SkinnyBackwardTile tile =
             skinny_backward_tile<T>(kFixedK, kOutFeatures, kMaxSkinnyBackwardTileRows, true);
         block.launch(blocks, tile.bytes, &skinny_tile_bytes,
