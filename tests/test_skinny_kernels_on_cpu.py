@@ -40,24 +40,17 @@ def test_skinny_kernels_match_float64_on_the_emulated_gpu(check_program, dtype):
     assert_all_passed(result)
 
 
-def test_the_emulation_catches_a_copy_into_the_stage_being_read(tmp_path):
+@pytest.mark.parametrize("fault, planted", [
     # A forward that fetches the next tile into the stage it is computing from: on a GPU the copies race the reads
     # (and the next tile's stage stays stale), which the emulation turns into wrong outputs in either copy order.
-    source = SKINNY_KERNELS.read_text()
-    prefetch = "fetch(t + gridDim.x, stage(j + 1));"
-    assert prefetch in source
-    program = build_skinny(tmp_path, source.replace(prefetch, "fetch(t + gridDim.x, stage(j));"))
-    result = run(program, "float32")
-    assert_caught(result)
-
-
-def test_the_emulation_catches_a_per_row_chunk_end_without_its_last_barrier(tmp_path):
+    ("fetch(t + gridDim.x, stage(j + 1));", "fetch(t + gridDim.x, stage(j));"),
     # The per-row backward adds a chunk's sums in the stage it has just computed from; without the barrier after that,
     # threads done with the sums start the next tile's copies into that stage while others still read it.
+    ("    // free_stage is filled again once this returns, and the threads' sums rewritten at the next chunk's end.\n"
+     "    __syncthreads();\n", ""),
+], ids=["copy into the stage being read", "per-row chunk end without its last barrier"])
+def test_the_emulation_catches_a_planted_fault(tmp_path, fault, planted):
     source = SKINNY_KERNELS.read_text()
-    barrier = ("    // free_stage is filled again once this returns, and the threads' sums rewritten at the next"
-               " chunk's end.\n    __syncthreads();\n")
-    assert barrier in source
-    program = build_skinny(tmp_path, source.replace(barrier, ""))
-    result = run(program, "float32")
+    assert fault in source
+    result = run(build_skinny(tmp_path, source.replace(fault, planted)), "float32")
     assert_caught(result)
