@@ -2,15 +2,15 @@
 # The GPU check, for a fresh H100/H200 machine that has its own CUDA build of torch, nvcc and ninja and nothing to
 # download: builds the extension with its CUDA kernels (for sm_90a, so that the Hopper CUTLASS kernels are real), calls
 # the op's error paths each in a process of its own (one crashed its process on an H100), runs the CUDA tests (with a
-# native stack of any test that crashes its process), runs compute-sanitizer's memcheck over a
-# short CUDA subset, runs the CUDA benchmarks, runs compute-sanitizer's racecheck over the skinny kernels
-# (tests/test_skinny_kernels_on_cpu.py checks their barriers on every machine; this checks them on the hardware), then,
-# as time allows, compares with torch.compile(mode="max-autotune") on the mid shapes, times the skinny backward with
-# larger tiles (FUSED_SIGMOID_SKINNY_BACKWARD_TILE_ROWS), profiles the skinny kernels with Nsight Compute, times the mid
-# shapes' parts beside alternatives to them (benchmarks/cuda_alternatives.py), times the CUTLASS forward's Ampere and
-# Hopper kernels against cuBLAS + sigmoid on GEMM shapes (to set the CUTLASS path's bounds and choose its kernels) and
-# runs the rest of the test suite, and prints a short table last. Into the folder given as the argument go check.log
-# (every step's full output, in order), cuda.csv, cuda_speedup.png, cuda_max_autotune.csv, cuda_alternatives.csv,
+# native stack of any test that crashes its process), runs compute-sanitizer's memcheck over a short CUDA subset, runs
+# the CUDA benchmarks, runs compute-sanitizer's racecheck over the skinny kernels (tests/test_skinny_kernels_on_cpu.py
+# checks their barriers on every machine; this checks them on the hardware), then, as time allows, compares with
+# torch.compile(mode="max-autotune") on the mid shapes, times the skinny backward with larger tiles
+# (FUSED_SIGMOID_SKINNY_BACKWARD_TILE_ROWS), profiles the skinny kernels with Nsight Compute, times the mid shapes'
+# parts beside alternatives to them (benchmarks/cuda_alternatives.py), times the CUTLASS forward's Ampere and Hopper
+# kernels against cuBLAS + sigmoid on GEMM shapes (to set the CUTLASS path's bounds and choose its kernels) and runs the
+# rest of the test suite, and prints a short table last. Into the folder given as the argument go check.log (every
+# step's full output, in order), cuda.csv, cuda_speedup.png, cuda_max_autotune.csv, cuda_alternatives.csv,
 # cuda_gemm_bound_0.csv, cuda_gemm_bound_8192.csv and cuda_gemm_bound_8192_hopper.csv (the same shapes with every
 # forward on cuBLAS, with the Ampere CUTLASS kernels taking all of them, and with the Hopper ones): eight files, as many
 # as a lent machine sends back.
