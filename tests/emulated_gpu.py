@@ -21,11 +21,15 @@ def compiler_has_sanitizers(tmp_path):
     return result.returncode == 0
 
 
-def build(tmp_path, program_source, header_name, header_text):
-    """The check program tests/cuda_on_cpu/<program_source>, including header_text as <header_name>, in tmp_path."""
-    (tmp_path / header_name).write_text(header_text)
+def build(tmp_path, program_source, header_name, header_text, other_headers=None):
+    """The check program tests/cuda_on_cpu/<program_source>, including header_text as <header_name>, in tmp_path.
+    other_headers ({name: text}) replace the kernel headers of those names that header_text includes."""
+    for name, text in {header_name: header_text, **(other_headers or {})}.items():
+        (tmp_path / name).write_text(text)
     program = tmp_path / Path(program_source).stem
-    includes = [f"-I{path}" for path in (tmp_path, HARNESS, *cpp_extension.include_paths())]
+    # The copy in tmp_path includes the kernels' other headers (eager_sigmoid.cuh) from tmp_path where other_headers
+    # put them there, else from csrc/cuda.
+    includes = [f"-I{path}" for path in (tmp_path, HARNESS, KERNELS, *cpp_extension.include_paths())]
     sanitizers = SANITIZERS if compiler_has_sanitizers(tmp_path) else []
     # libc10 for the kernels' internal asserts.
     libraries = [f"-Wl,-rpath,{path}" for path in cpp_extension.library_paths()]

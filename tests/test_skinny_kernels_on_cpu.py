@@ -1,8 +1,9 @@
 """The skinny CUDA kernels (csrc/cuda/skinny_kernels.cuh) run on the CPU, where no GPU is: tests/cuda_on_cpu emulates
 a block's threads (fibers run one at a time between barriers, in orders that change from one stretch to the next),
 its shared memory and cp.async copies, and checks every output of the forward and the one-pass backward against a
-float64 reference, over shapes, row counts, strided and misaligned tensors, grids of one to three blocks and both
-orders in which the copies may land, under AddressSanitizer and UBSan where the compiler has them. On a GPU the CUDA
+float64 reference, over shapes, row counts, strided and misaligned tensors, inputs large enough that some sigmoids
+take the division (csrc/cuda/eager_sigmoid.cuh), grids of one to three blocks and both orders in which the copies may
+land, under AddressSanitizer and UBSan where the compiler has them. On a GPU the CUDA
 tests run the kernels themselves; this catches a wrong index, stage or barrier on every machine."""
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from emulated_gpu import KERNELS, assert_all_passed, assert_caught, build, run
 
 SKINNY_KERNELS = KERNELS / "skinny_kernels.cuh"
+EAGER_SIGMOID = KERNELS / "eager_sigmoid.cuh"
 
 # The two lines of the header that only nvcc can take: cuda_runtime.h provides the pipeline primitives, and the
 # dynamic shared memory becomes a pointer to each launch's block.
@@ -20,13 +22,15 @@ HOST_REWRITES = {
 }
 
 
-def build_skinny(tmp_path, kernels_source):
-    """The check program over `kernels_source` (the header's text), in tmp_path."""
+def build_skinny(tmp_path, kernels_source, sigmoid_source=None):
+    """The check program over `kernels_source` (the header's text) and, where given, `sigmoid_source` for
+    eager_sigmoid.cuh, in tmp_path."""
     header = kernels_source
     for line, replacement in HOST_REWRITES.items():
         assert line in header, f"skinny_kernels.cuh no longer has the line {line.strip()!r}: update HOST_REWRITES"
         header = header.replace(line, replacement)
-    return build(tmp_path, "skinny_kernels_check.cpp", "skinny_kernels_on_cpu.h", header)
+    other_headers = {EAGER_SIGMOID.name: sigmoid_source} if sigmoid_source is not None else None
+    return build(tmp_path, "skinny_kernels_check.cpp", "skinny_kernels_on_cpu.h", header, other_headers)
 
 
 @pytest.fixture(scope="module")
@@ -40,17 +44,21 @@ def test_skinny_kernels_match_float64_on_the_emulated_gpu(check_program, dtype):
     assert_all_passed(result)
 
 
-@pytest.mark.parametrize("fault, planted", [
+@pytest.mark.parametrize("header, fault, planted", [
     # A forward that fetches the next tile into the stage it is computing from: on a GPU the copies race the reads
     # (and the next tile's stage stays stale), which the emulation turns into wrong outputs in either copy order.
-    ("fetch(t + gridDim.x, stage(j + 1));", "fetch(t + gridDim.x, stage(j));"),
+    (SKINNY_KERNELS, "fetch(t + gridDim.x, stage(j + 1));", "fetch(t + gridDim.x, stage(j));"),
     # The per-row backward adds a chunk's sums in the stage it has just computed from; without the barrier after that,
     # threads done with the sums start the next tile's copies into that stage while others still read it.
-    ("    // free_stage is filled again once this returns, and the threads' sums rewritten at the next chunk's end.\n"
+    (SKINNY_KERNELS,
+     "    // free_stage is filled again once this returns, and the threads' sums rewritten at the next chunk's end.\n"
      "    __syncthreads();\n", ""),
-], ids=["copy into the stage being read", "per-row chunk end without its last barrier"])
-def test_the_emulation_catches_a_planted_fault(tmp_path, fault, planted):
-    source = SKINNY_KERNELS.read_text()
-    assert fault in source
-    result = run(build_skinny(tmp_path, source.replace(fault, planted)), "float32")
+    # A sigmoid that never leaves the reciprocal's fast path: where exp(-z) overflows, 1 / infinity comes out NaN.
+    (EAGER_SIGMOID, "all_in_fast_range &= in_reciprocal_fast_range(denominators[i]);", ""),
+], ids=["copy into the stage being read", "per-row chunk end without its last barrier", "sigmoid without its division"])
+def test_the_emulation_catches_a_planted_fault(tmp_path, header, fault, planted):
+    sources = {path: path.read_text() for path in (SKINNY_KERNELS, EAGER_SIGMOID)}
+    assert fault in sources[header]
+    sources[header] = sources[header].replace(fault, planted)
+    result = run(build_skinny(tmp_path, sources[SKINNY_KERNELS], sources[EAGER_SIGMOID]), "float32")
     assert_caught(result)

@@ -9,6 +9,8 @@
 // them in 16-byte vectors. Included by linear_sigmoid_cuda.cu alone.
 #pragma once
 
+#include "eager_sigmoid.cuh"
+
 #include <ATen/OpMathType.h>
 #include <c10/util/Exception.h>
 #include <cuda_pipeline_primitives.h>
@@ -75,12 +77,6 @@ constexpr int64_t kSkinnyBackwardChunkRows = 2048;
 // Weight and bias gradient elements, M * K + M, and how many a thread may own.
 constexpr int kMaxSkinnyGradients = kMaxSkinnyOutFeatures * kMaxSkinnyInFeatures + kMaxSkinnyOutFeatures;
 constexpr int kMaxGradientsPerThread = (kMaxSkinnyGradients + kThreads - 1) / kThreads;
-
-// Eager PyTorch's CUDA sigmoid, 1 / (1 + exp(-z)) in opmath.
-template <typename T>
-__device__ __forceinline__ T sigmoid(T z) {
-  return T(1) / (T(1) + ::exp(-z));
-}
 
 __host__ __device__ constexpr int round_up_to_16(int bytes) {
   return (bytes + 15) / 16 * 16;
@@ -282,7 +278,8 @@ struct alignas(16) Vector16 {
 // unrolls and the weight sits in registers. Rows of a few inputs are a few bytes (bfloat16 3 -> 2 is 10 bytes read
 // and written per row), and there the loop's control and a shared-memory load of the weight for every multiply-add
 // were most of the instructions a row costs, more than the memory system's time for it: sm_90a SASS of bfloat16
-// 3 -> 2 issues about 95 instructions per row with K a run-time value, 64 with K fixed (two sigmoids are 38 of them).
+// 3 -> 2 issued about 95 instructions per row with K a run-time value and 64 with K fixed, 53 now that the two
+// sigmoids overlap (eager_sigmoids).
 // async_loads: x's rows are contiguous (ldx == K) and x is 16-byte aligned; vector_stores: y is 16-byte aligned.
 template <typename scalar_t, int M, int kFixedK = 0>
 __global__ void __launch_bounds__(kThreads) linear_sigmoid_skinny_kernel(
@@ -380,7 +377,12 @@ __global__ void __launch_bounds__(kThreads) linear_sigmoid_skinny_kernel(
       }
 #pragma unroll
       for (int m = 0; m < M; ++m) {
-        y_tile[r * M + m] = static_cast<scalar_t>(sigmoid(acc[m] + b_shared[m]));
+        acc[m] += b_shared[m];
+      }
+      eager_sigmoids(acc);
+#pragma unroll
+      for (int m = 0; m < M; ++m) {
+        y_tile[r * M + m] = static_cast<scalar_t>(acc[m]);
       }
     }
     // The tile's outputs are all staged; the next iteration's barrier keeps them until they are written.

@@ -2,6 +2,8 @@
 // fused GEMMs round like torch.sigmoid; CUTLASS's own Sigmoid takes a faster, rougher exp.
 #pragma once
 
+#include "../eager_sigmoid.cuh"
+
 #include <cutlass/array.h>
 #include <cutlass/cutlass.h>
 
@@ -10,18 +12,27 @@ namespace fused_sigmoid::cuda {
 template <typename T>
 struct EagerSigmoid {
   CUTLASS_HOST_DEVICE T operator()(T const& z) const {
-    return T(1) / (T(1) + ::expf(-z));
+    T values[1] = {z};
+    eager_sigmoids(values);
+    return values[0];
   }
 };
 
-// The epilogues apply it to fragments.
+// The epilogues apply it to fragments (16 values a thread in the Hopper kernels, 4 or 8 in the Ampere ones), whose
+// sigmoids eager_sigmoids overlaps.
 template <typename T, int N>
 struct EagerSigmoid<cutlass::Array<T, N>> {
   CUTLASS_HOST_DEVICE cutlass::Array<T, N> operator()(cutlass::Array<T, N> const& z) const {
+    T values[N];
+    CUTLASS_PRAGMA_UNROLL
+    for (int i = 0; i < N; ++i) {
+      values[i] = z[i];
+    }
+    eager_sigmoids(values);
     cutlass::Array<T, N> y;
     CUTLASS_PRAGMA_UNROLL
     for (int i = 0; i < N; ++i) {
-      y[i] = EagerSigmoid<T>()(z[i]);
+      y[i] = values[i];
     }
     return y;
   }
