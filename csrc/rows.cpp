@@ -28,7 +28,10 @@ BackwardRows backward_rows(
   return {grad_output.reshape({x.size(0), M}).contiguous(), output.reshape({x.size(0), M}).contiguous(), x};
 }
 
-LinearSigmoidGradients zero_gradients(const at::Tensor& input, const at::Tensor& weight, std::array<bool, 3> output_mask) {
+LinearSigmoidGradients zero_gradients(
+    const at::Tensor& input,
+    const at::Tensor& weight,
+    std::array<bool, 3> output_mask) {
   LinearSigmoidGradients gradients;
   if (output_mask[0]) {
     std::get<0>(gradients) = at::zeros(input.sizes(), input.options());

@@ -18,8 +18,9 @@ constexpr int kMaxGradColumnsPerBlock = 32;
 // Rows whose loads a thread of the dz pass issues before it uses any of them. One row at a time (sm_90 code: one
 // pair of 2- to 8-byte loads in flight per thread, the loop not unrolled by the compiler) made the pass latency-bound:
 // on an H100 it took about 0.059 ms at 65536 x 256 in bfloat16 (our backward's 0.121 less its two GEMMs timed alone)
-// where ATen's vectorized sigmoid_backward took 0.037 for dz alone (benchmarks/results/cuda-h100-alternatives.csv). With 8, sm_90 code issues 16 loads before the first use, at
-// 40 registers a thread instead of 31-32: six blocks a multiprocessor instead of eight. Not yet timed on a GPU.
+// where ATen's vectorized sigmoid_backward took 0.037 for dz alone (benchmarks/results/cuda-h100-alternatives.csv).
+// With 8, sm_90 code issues 16 loads before the first use, at 40 registers a thread instead of 31-32: six blocks a
+// multiprocessor instead of eight. Not yet timed on a GPU.
 constexpr int kGradRowsInFlight = 8;
 
 // How the dz pass lays its blocks over (rows, M): a block covers `columns` adjacent columns (all of them when
