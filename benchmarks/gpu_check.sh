@@ -3,13 +3,13 @@
 # download: builds the extension with its CUDA kernels (for sm_90a, so that the Hopper CUTLASS kernels are real), calls
 # the op's error paths each in a process of its own (one crashed its process on an H100), runs the CUDA tests (with a
 # native stack of any test that crashes its process), runs compute-sanitizer's memcheck over a short CUDA subset, runs
-# the CUDA benchmarks, runs compute-sanitizer's racecheck over the skinny kernels (tests/test_skinny_kernels_on_cpu.py
-# checks their barriers on every machine; this checks them on the hardware), then, as time allows, compares with
-# torch.compile(mode="max-autotune") on the mid shapes, times the skinny backward with larger tiles
-# (FUSED_SIGMOID_SKINNY_BACKWARD_TILE_ROWS), profiles the skinny kernels with Nsight Compute, times the mid shapes'
-# parts beside alternatives to them (benchmarks/cuda_alternatives.py), times the CUTLASS forward's Ampere and Hopper
-# kernels against cuBLAS + sigmoid on GEMM shapes (to set the CUTLASS path's bounds and choose its kernels) and runs the
-# rest of the test suite, and prints a short table last. Into the folder given as the argument go check.log (every
+# the CUDA benchmarks, times the CUTLASS forward's Hopper and Ampere kernels against cuBLAS + sigmoid on GEMM shapes (to
+# set the CUTLASS path's bounds and choose its kernels), runs compute-sanitizer's racecheck over the skinny kernels
+# (tests/test_skinny_kernels_on_cpu.py checks their barriers on every machine; this checks them on the hardware), then,
+# as time allows, compares with torch.compile(mode="max-autotune") on the mid shapes, times the skinny backward with
+# larger tiles (FUSED_SIGMOID_SKINNY_BACKWARD_TILE_ROWS), profiles the skinny kernels with Nsight Compute, times the mid
+# shapes' parts beside alternatives to them (benchmarks/cuda_alternatives.py) and runs the rest of the test suite, and
+# prints a short table last. Into the folder given as the argument go check.log (every
 # step's full output, in order), cuda.csv, cuda_speedup.png, cuda_max_autotune.csv, cuda_alternatives.csv,
 # cuda_gemm_bound_0.csv, cuda_gemm_bound_8192.csv and cuda_gemm_bound_8192_hopper.csv (the same shapes with every
 # forward on cuBLAS, with the Ampere CUTLASS kernels taking all of them, and with the Hopper ones): eight files, as many
@@ -31,7 +31,7 @@ cd "$(dirname "$0")/.."
 deadline=$((SECONDS + ${CHECK_SECONDS:-450}))
 # The steps after the build, in this order; CHECK_STEPS names a subset, so that a second call on a machine still
 # warm from the first (which keeps its build: CHECK_REUSE_BUILD=1) can run the steps the first one's budget cut.
-all_steps="tests memcheck bench racecheck autotune tiles ncu alternatives cutlass cpu"
+all_steps="tests memcheck bench cutlass racecheck autotune tiles ncu alternatives cpu"
 steps=" ${CHECK_STEPS:-$all_steps} "
 for name in $steps; do
   [[ " $all_steps " == *" $name "* ]] || { echo "CHECK_STEPS: no step '$name' (steps: $all_steps)"; exit 2; }
@@ -207,6 +207,32 @@ timeout "$(limit 170)" python3 -m fused_sigmoid bench --device cuda --allow-tf32
 keep; grep -E "^# .*failed" "$step_log"
 fi
 
+# The sweep needs a build with CUTLASS (the Ampere kernels at least) on this device.
+has_cutlass_kernels() {
+  python3 -c "import sys, torch, fused_sigmoid; sys.exit(0 if torch.ops.fused_sigmoid.cutlass_kernels() else 1)"
+}
+if wants cutlass && has_cutlass_kernels; then
+  step "the CUTLASS forward's Hopper and Ampere kernels against cuBLAS + sigmoid on GEMM shapes, as time allows"
+  # Right after the benchmarks: whether the Hopper kernels, their epilogue's sigmoids now overlapping, beat cuBLAS on
+  # the half types' mid shapes decides their bound (cutlass/gemm_sigmoid.cu). Hopper's first, each setting's eager
+  # beside it in its own CSV.
+  for setting in 8192_hopper 0 8192; do
+    bound=${setting%_hopper}
+    case $setting in *_hopper) hopper=1 ;; *) hopper=0 ;; esac
+    FUSED_SIGMOID_CUTLASS_MAX_FEATURES=$bound FUSED_SIGMOID_CUTLASS_HOPPER=$hopper timeout "$(limit 60)" \
+      python3 -m fused_sigmoid bench --device cuda \
+      --allow-tf32 --dtypes bfloat16 float32 --modes forward --impls fused --rounds 2 --min-run-time 0.05 \
+      --shapes 65536x64x64 65536x128x128 65536x256x256 32768x512x512 8192x4096x4096 \
+      --output "$out/cuda_gemm_bound_$setting.csv" --plot /tmp/cuda_gemm_bound.png >>"$step_log" 2>&1
+    case $? in
+      0) ;;
+      124) echo "CUTLASS setting $setting: cut short by the time budget" | tee -a "$step_log" ;;
+      *) echo "CUTLASS setting $setting: failed" | tee -a "$step_log"; status=1 ;;
+    esac
+  done
+  keep; grep -E "^# .*failed" "$step_log" && status=1
+fi
+
 if wants racecheck; then
 step "compute-sanitizer racecheck on the skinny kernels' shared-memory pipeline"
 # The skinny kernels refill each shared-memory stage while other warps may still read it unless the barriers say
@@ -296,33 +322,10 @@ fi
 if wants alternatives; then
 step "the mid shapes' parts beside alternatives (row blocks in the forward, batched weight gradients), as time allows"
 # 11 s on an H100 (cuda-h100-alternatives.csv, whose results decided against both alternatives); each variant's result
-# is checked before it is timed. Before the CUTLASS sweep, which may take three minutes.
+# is checked before it is timed.
 PYTHONPATH=. timeout "$(limit 45)" python3 benchmarks/cuda_alternatives.py --output "$out/cuda_alternatives.csv" \
   >"$step_log" 2>&1 || { echo "alternatives cut short or failed (not a failure of the check):"; tail -3 "$step_log"; }
 keep; grep -E "^# .*(failed|wrong)" "$step_log" | cut -c1-160 | head -5
-fi
-
-# The sweep needs a build with CUTLASS (the Ampere kernels at least) on this device.
-has_cutlass_kernels() {
-  python3 -c "import sys, torch, fused_sigmoid; sys.exit(0 if torch.ops.fused_sigmoid.cutlass_kernels() else 1)"
-}
-if wants cutlass && has_cutlass_kernels; then
-  step "the CUTLASS forward's Ampere and Hopper kernels against cuBLAS + sigmoid on GEMM shapes, as time allows"
-  for setting in 0 8192 8192_hopper; do
-    bound=${setting%_hopper}
-    case $setting in *_hopper) hopper=1 ;; *) hopper=0 ;; esac
-    FUSED_SIGMOID_CUTLASS_MAX_FEATURES=$bound FUSED_SIGMOID_CUTLASS_HOPPER=$hopper timeout "$(limit 60)" \
-      python3 -m fused_sigmoid bench --device cuda \
-      --allow-tf32 --dtypes bfloat16 float32 --modes forward --impls fused --rounds 2 --min-run-time 0.05 \
-      --shapes 65536x64x64 65536x128x128 65536x256x256 32768x512x512 8192x4096x4096 \
-      --output "$out/cuda_gemm_bound_$setting.csv" --plot /tmp/cuda_gemm_bound.png >>"$step_log" 2>&1
-    case $? in
-      0) ;;
-      124) echo "CUTLASS setting $setting: cut short by the time budget" | tee -a "$step_log" ;;
-      *) echo "CUTLASS setting $setting: failed" | tee -a "$step_log"; status=1 ;;
-    esac
-  done
-  keep; grep -E "^# .*failed" "$step_log" && status=1
 fi
 
 if wants cpu; then
