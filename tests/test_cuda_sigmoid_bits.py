@@ -59,11 +59,15 @@ for name in DTYPES:
 
 
 @needs_cuda
+@pytest.mark.parametrize("width", [1, 3, 8])  # the half types' forwards of a fixed K (1 to 4), and of a run-time one
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
-def test_skinny_kernel_sigmoid_is_eagers(dtype):
-    x = identity_rows(dtype, 8, tf32=False)
-    with torch.no_grad():
-        ours = linear_sigmoid(x, torch.eye(8, device="cuda", dtype=dtype))
+def test_skinny_kernel_sigmoid_is_eagers(dtype, width):
+    x = identity_rows(dtype, width, tf32=False)
+    with torch.no_grad(), torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as profile:
+        ours = linear_sigmoid(x, torch.eye(width, device="cuda", dtype=dtype))
+        torch.cuda.synchronize()
+    kernels = [event.name for event in profile.events() if event.device_type.name == "CUDA"]
+    assert any("linear_sigmoid_skinny_kernel" in name for name in kernels), kernels
     assert mismatches(ours, x) == "0"
 
 

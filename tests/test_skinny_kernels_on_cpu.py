@@ -55,7 +55,11 @@ def test_skinny_kernels_match_float64_on_the_emulated_gpu(check_program, dtype):
      "    __syncthreads();\n", ""),
     # A sigmoid that never leaves the reciprocal's fast path: where exp(-z) overflows, 1 / infinity comes out NaN.
     (EAGER_SIGMOID, "all_in_fast_range &= in_reciprocal_fast_range(denominators[i]);", ""),
-], ids=["copy into the stage being read", "per-row chunk end without its last barrier", "sigmoid without its division"])
+    # A range test that lets the two exponents below infinity's through (2^126 <= d < 2^128, z in (-88.7, -87.3]):
+    # the reciprocal is subnormal there, which the fast path flushes to 0.
+    (EAGER_SIGMOID, "return ((bits + 0x1800000u)", "return ((bits + 0x800000u)"),
+], ids=["copy into the stage being read", "per-row chunk end without its last barrier", "sigmoid without its division",
+        "sigmoid's range two exponents too wide"])
 def test_the_emulation_catches_a_planted_fault(tmp_path, header, fault, planted):
     sources = {path: path.read_text() for path in (SKINNY_KERNELS, EAGER_SIGMOID)}
     assert fault in sources[header]

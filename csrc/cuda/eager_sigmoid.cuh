@@ -20,7 +20,7 @@
 
 namespace fused_sigmoid::cuda {
 
-// Whether nvcc's 1.0f / d takes its fast path: d's biased exponent is in [1, 252] (d normal and below 2^126). The
+// Whether nvcc's 1.0f / d takes its fast path: d's biased exponent is in [1, 252] (|d| normal and below 2^126). The
 // same unsigned test nvcc emits for it on sm_80 and sm_90a: ((bits + (3 << 23)) & exponent bits) > (4 << 23) - 1.
 __host__ __device__ __forceinline__ bool in_reciprocal_fast_range(float d) {
   std::uint32_t bits;
@@ -38,7 +38,8 @@ __host__ __device__ __forceinline__ float reciprocal_in_fast_range(float d) {
 #else
   // The CPU emulation of the kernels (tests/cuda_on_cpu) models the instruction as the rounded reciprocal flushed to
   // zero where subnormal, as .ftz does: in the fast range the step keeps it; past that range it fails as the
-  // hardware's does (NaN for an infinite d), so that a group sent down the fast path wrongly shows there too.
+  // hardware's does (NaN for an infinite d, 0 where 1 / d is subnormal), so that a group sent down the fast path
+  // wrongly shows there too.
   float approximate = 1.0f / d;
   if (std::fpclassify(approximate) == FP_SUBNORMAL) {
     approximate = 0.0f;

@@ -145,7 +145,14 @@ void run(const Case& c, cuda_on_cpu::BlockThreads& block, std::mt19937& generato
       for (int k = 0; k < c.K; ++k) {
         z += as_double(x[r * c.ldx + k]) * as_double(w[m * c.K + k]);
       }
-      check(where, "y", r * c.M + m, as_double(y[r * c.M + m]), 1.0 / (1.0 + std::exp(-z)), tolerance<T>());
+      const double want = 1.0 / (1.0 + std::exp(-z));
+      check(where, "y", r * c.M + m, as_double(y[r * c.M + m]), want, tolerance<T>());
+      // A subnormal sigmoid is within any tolerance of 0, which a reciprocal wrongly kept on its fast path gives
+      // (eager_sigmoid.cuh). Above 2^-127, 1 + exp(-z) is finite in float, so eager's formula is not 0 there either
+      // (below 2^-128 exp(-z) overflows and it is); float32 and bfloat16 hold such values, float16 rounds them to 0.
+      if (!std::is_same_v<T, c10::Half> && want > 0x1p-127 && as_double(y[r * c.M + m]) == 0.0 && failures++ < 20) {
+        std::printf("FAIL %s: y[%ld] = 0, want %.9g\n", where.c_str(), static_cast<long>(r * c.M + m), want);
+      }
     }
   }
 
@@ -257,7 +264,8 @@ int run_all() {
         if (cases % 9 >= 4) {
           c.mask = masks[cases % 9 - 4];
         }
-        if (cases % 5 == 3) {
+        // Only where few products add up, so that float's rounding of z stays within the outputs' tolerance.
+        if (cases % 5 == 3 && K <= 8) {
           c.x_scale = 64.0;
         }
         cuda_on_cpu::eager_copies = cases % 2 == 1;
