@@ -9,11 +9,11 @@
 # as time allows, compares with torch.compile(mode="max-autotune") on the mid shapes, times the skinny backward with
 # larger tiles (FUSED_SIGMOID_SKINNY_BACKWARD_TILE_ROWS), profiles the skinny kernels with Nsight Compute, times the mid
 # shapes' parts beside alternatives to them (benchmarks/cuda_alternatives.py) and runs the rest of the test suite, and
-# prints a short table last. Into the folder given as the argument go check.log (every
-# step's full output, in order), cuda.csv, cuda_speedup.png, cuda_max_autotune.csv, cuda_alternatives.csv,
-# cuda_gemm_bound_0.csv, cuda_gemm_bound_8192.csv and cuda_gemm_bound_8192_hopper.csv (the same shapes with every
-# forward on cuBLAS, with the Ampere CUTLASS kernels taking all of them, and with the Hopper ones): eight files, as many
-# as a lent machine sends back.
+# prints a short table last. Into the folder given as the argument go check.log (every step's full output, in order),
+# cuda.csv, cuda_speedup.png, cuda_max_autotune.csv, cuda_alternatives.csv, cuda_gemm_bound_0.csv,
+# cuda_gemm_bound_8192.csv and cuda_gemm_bound_8192_hopper.csv (the same shapes with every forward on cuBLAS, with the
+# Ampere CUTLASS kernels taking all of them, and with the Hopper ones): eight files, as many as a lent machine sends
+# back.
 # The steps share one budget of 7.5 minutes (CHECK_SECONDS), most important first, each cut off where it would overrun
 # it.
 #
@@ -130,7 +130,8 @@ for dtype, (n, k, m) in [(torch.float32, (16384, 4096, 1)), (torch.bfloat16, (65
         torch.cuda.synchronize()
         wall_us = (time.perf_counter() - started) / 20 * 1e6
         busy_us = sum(event.time_range.elapsed_us() for event in events)
-        print(f"{dtype} {n}x{k}->{m} training step {name}: {wall_us:.0f} us a step, kernels {busy_us:.0f} us: {kernels}")
+        print(f"{dtype} {n}x{k}->{m} training step {name}: {wall_us:.0f} us a step, kernels {busy_us:.0f} us:",
+              kernels)
 print("CUTLASS kernels this build can run here:", torch.ops.fused_sigmoid.cutlass_kernels())
 PY
 fi

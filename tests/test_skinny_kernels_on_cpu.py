@@ -3,8 +3,8 @@ a block's threads (fibers run one at a time between barriers, in orders that cha
 its shared memory and cp.async copies, and checks every output of the forward and the one-pass backward against a
 float64 reference, over shapes, row counts, strided and misaligned tensors, inputs large enough that some sigmoids
 take the division (csrc/cuda/eager_sigmoid.cuh), grids of one to three blocks and both orders in which the copies may
-land, under AddressSanitizer and UBSan where the compiler has them. On a GPU the CUDA
-tests run the kernels themselves; this catches a wrong index, stage or barrier on every machine."""
+land, under AddressSanitizer and UBSan where the compiler has them. On a GPU the CUDA tests run the kernels
+themselves; this catches a wrong index, stage or barrier on every machine."""
 
 import pytest
 
