@@ -1,7 +1,11 @@
 """Every compiled instruction-set variant of the CPU kernels, forced with ATEN_CPU_CAPABILITY in a fresh process,
-agrees with eager PyTorch on each kernel path."""
+agrees with eager PyTorch on each kernel path, and only those variants hold wider instructions than the baseline."""
 
+import importlib.util
 import os
+import platform
+import re
+import shutil
 import subprocess
 import sys
 
@@ -49,3 +53,31 @@ def test_each_capability_matches_eager(capability):
     child = subprocess.run([sys.executable, "-c", CHILD, capability], env=environment, capture_output=True,
                            text=True, timeout=300)
     assert child.returncode == 0, child.stderr[-3000:]
+
+
+def functions_with_wide_instructions(library):
+    """Demangled names of the library's functions whose machine code holds AVX, AVX2 or AVX-512 instructions: in
+    objdump's AT&T syntax, VEX- and EVEX-encoded mnemonics start with v, and only they reach ymm and zmm registers."""
+    listing = subprocess.run(["objdump", "-d", "--no-show-raw-insn", "-C", library], capture_output=True, text=True,
+                             check=True, timeout=120).stdout
+    wide, function = set(), None
+    for line in listing.splitlines():
+        header = re.match(r"[0-9a-f]+ <(.*)>:$", line)
+        if header:
+            function = header.group(1)
+        elif function and re.search(r"\tv[a-z]|%[yz]mm", line):
+            wide.add(function)
+    return wide
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="the AVX2 and AVX-512 kernels are x86 only")
+@pytest.mark.skipif(shutil.which("objdump") is None, reason="needs objdump (binutils) to read the library's code")
+def test_wide_instructions_stay_in_the_capability_kernels():
+    # Only code chosen by the CPU's capability may use AVX2 or AVX-512. Inline code that a capability file shares
+    # with the rest (c10's error formatting, say) is kept once for the whole library, from whichever object the
+    # linker meets first: were that the AVX-512 file's copy, the first error raised on a machine without AVX-512
+    # would kill the process.
+    wide = functions_with_wide_instructions(importlib.util.find_spec("fused_sigmoid._C").origin)
+    assert any("::AVX512::" in name for name in wide) and any("::AVX2::" in name for name in wide), sorted(wide)[:5]
+    outside = sorted(name for name in wide if not re.search(r"::(AVX2|AVX512)::", name))
+    assert not outside, outside[:10]

@@ -1,10 +1,16 @@
 #include "kernels.h"
 
 #include <ATen/Version.h>
+#include <c10/util/Exception.h>
 
 #include <string>
 
 namespace fused_sigmoid::cpu {
+
+void kernel_dtype_not_implemented(const char* kernel, c10::ScalarType dtype) {
+  // AT_DISPATCH's own message.
+  TORCH_CHECK_NOT_IMPLEMENTED(false, '"', kernel, "\" not implemented for '", c10::toString(dtype), "'");
+}
 
 const KernelTable& kernels_for_this_cpu() {
   // Following ATen's own choice keeps us consistent with its kernels and lets ATEN_CPU_CAPABILITY force a

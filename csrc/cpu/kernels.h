@@ -15,6 +15,12 @@ namespace fused_sigmoid::cpu {
 constexpr int64_t kMaxFixedInFeatures = 8;
 constexpr int64_t kMaxFixedOutFeatures = 4;
 
+// The error for a dtype a kernel has no version for (unreachable past the op's checks). Defined in
+// kernel_dispatch.cpp, compiled for the baseline: the formatting and exception code behind an error is inline c10
+// code, and were it instantiated in a capability file the linker could keep that file's AVX-512 copy for the whole
+// library, to run on any machine that reaches an error.
+[[noreturn]] void kernel_dtype_not_implemented(const char* kernel, c10::ScalarType dtype);
+
 struct KernelTable {
   // y[r, m] = sigmoid(sum_k x[r, k] * w[m, k] + bias[m]) for r < rows: x has row stride ldx and unit column
   // stride, w is contiguous (M, K), bias is contiguous (M) or null, y is contiguous (rows, M). Accumulates and

@@ -11,10 +11,11 @@
 
 #include "kernels.h"
 
-#include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/cpu/vec/functional.h>
 #include <ATen/cpu/vec/vec.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
 
 #include <algorithm>
 #include <array>
@@ -766,6 +767,37 @@ void linear_sigmoid_tiled_rows_typed(const T* x, int64_t ldx, const T* weight, c
   }
 }
 
+template <typename T>
+struct ScalarTypeTag {
+  using type = T;
+};
+
+// AT_DISPATCH's switch without its error branch, which would build c10's error code into this capability file (see
+// kernel_dtype_not_implemented): f(ScalarTypeTag<scalar type>{}) for float and double, and with kHalfTypes for
+// bfloat16 and float16 too.
+template <bool kHalfTypes, typename F>
+void dispatch_floating_types(c10::ScalarType dtype, const char* kernel, const F& f) {
+  switch (dtype) {
+    case c10::ScalarType::Float:
+      return f(ScalarTypeTag<float>{});
+    case c10::ScalarType::Double:
+      return f(ScalarTypeTag<double>{});
+    case c10::ScalarType::BFloat16:
+      if constexpr (kHalfTypes) {
+        return f(ScalarTypeTag<c10::BFloat16>{});
+      }
+      break;
+    case c10::ScalarType::Half:
+      if constexpr (kHalfTypes) {
+        return f(ScalarTypeTag<c10::Half>{});
+      }
+      break;
+    default:
+      break;
+  }
+  kernel_dtype_not_implemented(kernel, dtype);
+}
+
 void linear_sigmoid_tiled_rows(
     c10::ScalarType dtype,
     const void* x,
@@ -776,7 +808,8 @@ void linear_sigmoid_tiled_rows(
     int64_t K,
     int64_t M,
     void* y) {
-  AT_DISPATCH_FLOATING_TYPES(dtype, "linear_sigmoid_tiled_rows", [&] {
+  dispatch_floating_types<false>(dtype, "linear_sigmoid_tiled_rows", [&](auto type) {
+    using scalar_t = typename decltype(type)::type;
     linear_sigmoid_tiled_rows_typed(
         static_cast<const scalar_t*>(x),
         ldx,
@@ -799,7 +832,8 @@ void linear_sigmoid_rows(
     int64_t K,
     int64_t M,
     void* y) {
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, dtype, "linear_sigmoid_rows", [&] {
+  dispatch_floating_types<true>(dtype, "linear_sigmoid_rows", [&](auto type) {
+    using scalar_t = typename decltype(type)::type;
     linear_sigmoid_rows_typed(
         static_cast<const scalar_t*>(x),
         ldx,
@@ -813,7 +847,8 @@ void linear_sigmoid_rows(
 }
 
 void sigmoid_inplace(c10::ScalarType dtype, void* y, int64_t n) {
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, dtype, "sigmoid_inplace", [&] {
+  dispatch_floating_types<true>(dtype, "sigmoid_inplace", [&](auto type) {
+    using scalar_t = typename decltype(type)::type;
     auto* data = static_cast<scalar_t*>(y);
     at::vec::map(Sigmoid<at::opmath_type<scalar_t>>(), data, data, n);
   });
@@ -1149,7 +1184,8 @@ void linear_sigmoid_backward_tiled_rows(
     void* dx,
     void* weight_sums,
     double* bias_sums) {
-  AT_DISPATCH_FLOATING_TYPES(dtype, "linear_sigmoid_backward_tiled_rows", [&] {
+  dispatch_floating_types<false>(dtype, "linear_sigmoid_backward_tiled_rows", [&](auto type) {
+    using scalar_t = typename decltype(type)::type;
     call_with_typed_backward_args<scalar_t>(
         [](auto... args) { linear_sigmoid_backward_tiled_rows_typed(args...); }, dy, y, x, ldx, w, rows, K, M, dx,
         weight_sums, bias_sums);
@@ -1169,7 +1205,8 @@ void linear_sigmoid_backward_rows(
     void* dx,
     void* weight_sums,
     double* bias_sums) {
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, dtype, "linear_sigmoid_backward_rows", [&] {
+  dispatch_floating_types<true>(dtype, "linear_sigmoid_backward_rows", [&](auto type) {
+    using scalar_t = typename decltype(type)::type;
     call_with_typed_backward_args<scalar_t>(
         [](auto... args) { linear_sigmoid_backward_rows_typed(args...); }, dy, y, x, ldx, w, rows, K, M, dx,
         weight_sums, bias_sums);
@@ -1184,7 +1221,8 @@ void sigmoid_backward_rows(
     int64_t M,
     void* dz,
     double* column_sums) {
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, dtype, "sigmoid_backward_rows", [&] {
+  dispatch_floating_types<true>(dtype, "sigmoid_backward_rows", [&](auto type) {
+    using scalar_t = typename decltype(type)::type;
     sigmoid_backward_rows_typed(
         static_cast<const scalar_t*>(dy),
         static_cast<const scalar_t*>(y),
