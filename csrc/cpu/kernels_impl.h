@@ -352,13 +352,13 @@ inline void stream_fence() {
 #endif
 }
 
-// weight_sums[0, :] += sum_r dz[r] x[r, :] for one output and rows of NV vectors (the last one partial where V does
-// not divide K): row after row, each of a row's vectors into sums of its own (two rows in turn, for twice the FMA
-// chains), so the block of x is read once, in order. The loop below by stretches of K sweeps the block once per
-// vector of a row instead: at 262144 x 30 -> 1 float (one thread, AVX2, fastest of 40 calls) the backward ran
-// 0.82-0.92x eager with it and 0.96-1.09x with this one; 20 and 44 inputs gained about a tenth. With more outputs
-// this order was slower (30 -> 6: 1.5-1.9x the time). Not inlined, so that its six instances leave the code of the
-// loops below (all inlined into one kernel) as it was.
+// weight_sums[0, :] += sum_r dz[r] x[r, :] for one output and rows of NV = ceil(K / V) vectors, the last one partial
+// where V does not divide K: row after row, each of a row's vectors into sums of its own (two rows in turn, so at
+// least four FMA chains), so the block of x is read once, in order. The loop below by stretches of K sweeps the
+// block once per vector of a row instead: at 262144 x 30 -> 1 float (one thread, AVX2, fastest of 40 calls) the
+// backward ran 0.82-0.92x eager with it and 0.96-1.09x with this one; 20 and 44 inputs gained about a tenth. With
+// more outputs this order was slower (30 -> 6: 1.5-1.9x the time). Not inlined, so that its instances leave the
+// code of the loops below (all inlined into one kernel) as it was.
 template <int64_t NV, typename T>
 C10_NOINLINE void add_one_output_weight_sums(const T* dz, const T* x, int64_t ldx, int64_t rows, int64_t K,
                                              T* weight_sums) {
@@ -391,12 +391,14 @@ C10_NOINLINE void add_one_output_weight_sums(const T* dz, const T* x, int64_t ld
   }
 }
 
+// Rows of one vector keep the loop below (four rows in turn): this one would run two FMA chains.
+constexpr int64_t kMinOneOutputRowVectors = 2;
 constexpr int64_t kMaxOneOutputRowVectors = 6;
 
+// f(integral_constant<vectors>) for vectors from kMinOneOutputRowVectors to kMaxOneOutputRowVectors.
 template <typename F>
 void with_row_vectors(int64_t vectors, const F& f) {
   switch (vectors) {
-    case 1: return f(std::integral_constant<int64_t, 1>());
     case 2: return f(std::integral_constant<int64_t, 2>());
     case 3: return f(std::integral_constant<int64_t, 3>());
     case 4: return f(std::integral_constant<int64_t, 4>());
@@ -417,7 +419,8 @@ void backward_rows_vectorized(const T* dz, const T* x, int64_t ldx, const T* w, 
   using Vec = Vectorized<T>;
   constexpr int64_t V = Vec::size();
   const int64_t row_vectors = (K + V - 1) / V;
-  if (weight_sums != nullptr && M == 1 && row_vectors <= kMaxOneOutputRowVectors) {
+  if (weight_sums != nullptr && M == 1 && row_vectors >= kMinOneOutputRowVectors &&
+      row_vectors <= kMaxOneOutputRowVectors) {
     with_row_vectors(row_vectors, [&](auto vectors) {
       add_one_output_weight_sums<decltype(vectors)::value>(dz, x, ldx, rows, K, weight_sums);
     });
