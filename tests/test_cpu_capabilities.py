@@ -30,8 +30,8 @@ for dtype in (torch.float32, torch.float64, torch.bfloat16, torch.float16):
         # One output's rows of 2 to 6 vectors have a weight-gradient loop of their own: 9 to 97 inputs meet both
         # ends of that range and pass them at every capability's width (float 8 or 16 lanes, double 4 or 8). Their
         # rows are read in place from a wider tensor.
-        columns = slice(1, k + 1) if m == 1 else slice(0, k)
-        x = torch.randn(rows, k + 3 if m == 1 else k, dtype=dtype)[:, columns].requires_grad_()
+        x = torch.randn(rows, k + 3, dtype=dtype)[:, 1:k + 1] if m == 1 else torch.randn(rows, k, dtype=dtype)
+        x.requires_grad_()
         w = torch.randn(m, k, dtype=dtype, requires_grad=True)
         b = torch.randn(m, dtype=dtype, requires_grad=True)
         ours, eager = linear_sigmoid(x, w, b), reference_linear_sigmoid(x, w, b)
