@@ -213,8 +213,11 @@ bool gemm_sigmoid_on_tensor_cores(
   if (!within(kDefaultHopperMaxFeatures)) {
     return false;
   }
-  // Hopper's where chosen and where CUTLASS takes the shape; the Ampere kernels, within their bound, otherwise.
-  if (hopper_setting().value_or(hopper_kernels_by_default(dtype)) && gemm_sigmoid_hopper(x, w, b, y)) {
+  // Hopper's where chosen and where CUTLASS takes the shape; the Ampere kernels, within their bound, otherwise. A
+  // setting decides alone: FUSED_SIGMOID_CUTLASS_HOPPER=0 must not probe the device either.
+  const std::optional<bool> hopper_chosen = hopper_setting();
+  const bool try_hopper = hopper_chosen.has_value() ? *hopper_chosen : hopper_kernels_by_default(dtype);
+  if (try_hopper && gemm_sigmoid_hopper(x, w, b, y)) {
     return true;
   }
   if (!within(kDefaultMaxFeatures)) {
