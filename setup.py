@@ -95,7 +95,7 @@ def extension():
     sources = (
         ["csrc/linear_sigmoid.cpp", "csrc/checks.cpp", "csrc/rows.cpp", "csrc/op_calls.cpp", "csrc/autograd.cpp",
          "csrc/autocast.cpp", "csrc/cpu/linear_sigmoid_cpu.cpp", "csrc/cpu/kernel_dispatch.cpp",
-         "csrc/cpu/large_buffers.cpp"]
+         "csrc/cpu/large_buffers.cpp", "csrc/cpu/half_through_float.cpp"]
         + list(capabilities)
         + cuda
     )

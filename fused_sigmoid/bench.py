@@ -217,6 +217,17 @@ def matmul_rate(dtype: torch.dtype, threads: int, device: str = "cpu") -> float:
     return 2 * size**3 / seconds
 
 
+def compute_yardsticks(rates: dict[torch.dtype, float], threads: int, device: str) -> dict[torch.dtype, float]:
+    """The matmul rate each dtype's compute floor is measured against. On a CPU without fast kernels for a half type
+    (ATen then runs its own loop, 6-40x slower than float BLAS) the machine can still do that work at float32's
+    rate, as the op's through-float path does: a half type's yardstick is the faster of the two."""
+    if device == "cuda":
+        return rates
+    float_rate = rates.get(torch.float32) or matmul_rate(torch.float32, threads, device)
+    return {dtype: max(rate, float_rate) if dtype in (torch.bfloat16, torch.float16) else rate
+            for dtype, rate in rates.items()}
+
+
 def peak_memory_mib(fn: Callable[[], object], device: str) -> float:
     """Peak tensor memory that one call allocates beyond what was live before it."""
     if device == "cuda":
@@ -270,6 +281,7 @@ def run(shapes: Sequence[tuple[int, int, int]], subsets: dict[torch.dtype, Seque
             rates = {dtype: matmul_rate(dtype, threads, device) for dtype in dtypes}
             for dtype, rate in rates.items():
                 print(f"# {threads} thread(s): {dtype} large matmul {rate / 1e9:.0f} GFLOP/s")
+            rates = compute_yardsticks(rates, threads, device)
             print(header)
             for dtype in dtypes:
                 for shape in shapes:

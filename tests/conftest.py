@@ -46,6 +46,16 @@ def assert_close_to_reference(actual, expected, dtype, scale=1.0):
     torch.testing.assert_close(actual, expected, rtol=tolerance["rtol"], atol=tolerance["atol"] * scale)
 
 
+def half_gemm_runs_onednn(dtype):
+    """Whether ATen's CPU GEMMs in bfloat16 or float16 run oneDNN's kernels for the type here, as ATen decides (the
+    CPU's instructions, and torch.backends.mkldnn); the op's GEMM path then runs them too."""
+    if not (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
+        return False
+    supported = {torch.bfloat16: torch.ops.mkldnn._is_mkldnn_bf16_supported,
+                 torch.float16: torch.ops.mkldnn._is_mkldnn_fp16_supported}[dtype]
+    return bool(supported())
+
+
 def assert_within_twice_eager_error(ours, eager, exact, what):
     """The reduced-precision rule: our error against a float64 reference is at most twice eager PyTorch's own
     error in the same dtype. Rounding the exact value to the dtype already costs up to half an ulp, which no

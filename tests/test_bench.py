@@ -56,3 +56,11 @@ def test_workload_takes_each_rotated_batch_in_turn():
 def test_rotation_keeps_cpu_cases_single():
     case = bench.setup((32, 5, 3), torch.float32, "cpu")
     assert bench.rotation(case) == [case]
+
+
+def test_half_types_compute_floor_is_at_least_float32s_on_the_cpu():
+    # Where a half type's own matmul is slower than float32's, float32's rate is what the machine can do.
+    rates = {torch.bfloat16: 1e9, torch.float32: 5e10, torch.float64: 2e10, torch.float16: 9e10}
+    assert bench.compute_yardsticks(rates, 1, "cpu") == {
+        torch.bfloat16: 5e10, torch.float32: 5e10, torch.float64: 2e10, torch.float16: 9e10}
+    assert bench.compute_yardsticks(rates, 1, "cuda") == rates

@@ -109,3 +109,26 @@ def test_layouts_within_twice_eager_error(precision, shape, layout, device, monk
         tf32 = reference_linear_sigmoid(round_to_tf32(x).double(), round_to_tf32(w).double(), b64).float()
         yardstick = max(yardstick, tf32, key=lambda t: (t.double() - exact).abs().max().item())
     assert_within_twice_eager_error(out, yardstick, exact, f"{precision} {layout} {shape}")
+
+
+# bfloat16 and float16 where ATen has no oneDNN kernels for the type (any CPU with oneDNN turned off; bfloat16 on
+# CPUs without AVX-512, float16 on most): eager runs ATen's own loop for its GEMMs, and the op instead widens blocks
+# of rows to float for its float kernels. (3001, 30, 2): bfloat16's backward there on the float direct kernel;
+# (1000, 96, 40) the tiled kernel; (300, 600, 300) a weight past the tiled kernel's, on float BLAS; (9000, 64, 64)
+# several blocks of rows.
+@pytest.mark.parametrize("layout", ["contiguous", "sliced"])
+@pytest.mark.parametrize("shape", [(3001, 30, 2), (1000, 96, 40), (300, 600, 300), (9000, 64, 64)],
+                         ids=lambda shape: "x".join(map(str, shape)))
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_without_onednn_within_twice_eager_error(dtype, shape, layout):
+    with torch.backends.mkldnn.flags(enabled=False):
+        x, w, b = inputs(*shape, dtype, "cpu")
+        x = laid_out(x, b, layout)[0]
+        exact = reference_linear_sigmoid(x.double(), w.double(), b.double())
+        assert_within_twice_eager_error(linear_sigmoid(x, w, b), reference_linear_sigmoid(x, w, b), exact,
+                                        f"forward {shape}")
+        draws = [gradients(shape, dtype, "cpu", seed, layout) for seed in range(4)]
+    for index, name in enumerate(("grad_input", "grad_weight", "grad_bias")):
+        ours, eager, exact = (torch.cat([draw[kind][index].flatten() for draw in draws]) for kind in range(3))
+        assert ours.dtype == dtype
+        assert_within_twice_eager_error(ours, eager, exact, f"{name} {shape}")

@@ -7,7 +7,7 @@ import threading
 import pytest
 import torch
 
-from conftest import assert_close_to_reference
+from conftest import assert_close_to_reference, half_gemm_runs_onednn
 from fused_sigmoid import linear_sigmoid
 
 # (name, rows, in_features, out_features, dtype), one per CPU kernel path.
@@ -28,6 +28,7 @@ CASES = [
     ("GEMM in blocks", 700, 300, 300, torch.float64),
     ("GEMM in blocks, float32", 700, 300, 500, torch.float32),
     ("GEMM bfloat16", 500, 20, 12, torch.bfloat16),
+    ("GEMM float16", 500, 20, 12, torch.float16),
 ]
 IDS = [case[0] for case in CASES]
 
@@ -141,9 +142,10 @@ def test_deterministic_forward_is_the_same_at_one_and_two_threads(case, restore_
     assert torch.equal(one, two)
 
 
-# The half types' GEMM-path weight gradient is BLAS's, whose sum over the rows follows the thread count: under
-# deterministic mode the op says so (PyTorch's alert) instead of returning it.
-BLAS_WEIGHT_GRADIENT = {"GEMM bfloat16", "direct vectorised bfloat16"}
+# The half types' GEMM-path weight gradient, where oneDNN has kernels for the type, is BLAS's, whose sum over the
+# rows follows the thread count: under deterministic mode the op says so (PyTorch's alert) instead of returning it.
+# Elsewhere it is the float kernels' on rows widened to float, deterministic as theirs.
+HALF_GEMM_CASES = ["GEMM bfloat16", "direct vectorised bfloat16", "GEMM float16"]
 
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
@@ -152,7 +154,7 @@ def test_deterministic_backward_is_the_same_at_one_and_two_threads(case, restore
     inputs = make_inputs(case)
     with torch.no_grad():
         output = linear_sigmoid(*inputs[:3])
-    if case[0] in BLAS_WEIGHT_GRADIENT:
+    if case[0] in HALF_GEMM_CASES and half_gemm_runs_onednn(case[4]):
         with pytest.raises(RuntimeError, match=r"linear_sigmoid_backward .* not have a deterministic implementation"):
             backward_op(inputs, output)
         x, w, _, grad_output = inputs
@@ -162,4 +164,16 @@ def test_deterministic_backward_is_the_same_at_one_and_two_threads(case, restore
         assert_bitwise_equal((one[0], one[2]), (two[0], two[2]), case[0], names=("grad_input", "grad_bias"))
         return
     one, two = (at_threads(threads, lambda: backward_op(inputs, output)) for threads in (1, 2))
+    assert_bitwise_equal(one, two, case[0], names=RESULTS[1:])
+
+
+@pytest.mark.parametrize("case", [case for case in CASES if case[0] in HALF_GEMM_CASES], ids=HALF_GEMM_CASES)
+def test_deterministic_backward_without_onednn_is_the_same_at_one_and_two_threads(case, restore_threads,
+                                                                                   deterministic):
+    # Without oneDNN's kernels for the type (turned off here; on some CPUs always) the rows go through float.
+    with torch.backends.mkldnn.flags(enabled=False):
+        inputs = make_inputs(case)
+        with torch.no_grad():
+            output = linear_sigmoid(*inputs[:3])
+        one, two = (at_threads(threads, lambda: backward_op(inputs, output)) for threads in (1, 2))
     assert_bitwise_equal(one, two, case[0], names=RESULTS[1:])

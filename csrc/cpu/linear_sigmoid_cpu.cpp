@@ -2,6 +2,7 @@
 // arithmetic is in kernels_impl.h.
 #include "../checks.h"
 #include "../rows.h"
+#include "half_through_float.h"
 #include "kernels.h"
 #include "large_buffers.h"
 
@@ -25,9 +26,11 @@ namespace {
 // - tiled: float and double with more outputs than that, while the transposed weight fits in half of a core's L2
 //   (it is re-read for every tile of rows): a register-tiled GEMM that applies bias and sigmoid to its
 //   accumulators (1.5-2x BLAS plus a sigmoid pass at 30001 x 100 -> 10, one thread).
-// - GEMM: everything else (large weights, and the half types, whose BLAS kernels use native bfloat16/float16
-//   instructions): BLAS, then the sigmoid; forward_gemm says when it cuts the rows into blocks whose sigmoid runs
-//   while they are in L2 and when it makes one call.
+// - GEMM: everything else (large weights, and the half types where oneDNN has kernels for them): BLAS, then the
+//   sigmoid; forward_gemm says when it cuts the rows into blocks whose sigmoid runs while they are in L2 and when it
+//   makes one call.
+// - through float: the half types' other shapes on CPUs where ATen has no fast GEMM for them (half_through_float.h):
+//   blocks of rows widened to float take the float kernels by these same rules.
 constexpr int64_t kMaxDirectOutFeatures = 8;
 constexpr int64_t kMinTiledOutFeatures = kMaxDirectOutFeatures + 1;
 constexpr int64_t kTiledWeightBytes = 512 * 1024;
@@ -82,6 +85,10 @@ bool use_direct_backward(int64_t in_features, int64_t out_features, at::ScalarTy
     return is_fixed_shape(in_features, out_features) || out_features <= kMaxDirectBFloat16BackwardOutFeatures;
   }
   return out_features <= kMaxDirectOutFeatures;
+}
+
+bool is_half_type(at::ScalarType dtype) {
+  return dtype == at::kBFloat16 || dtype == at::kHalf;
 }
 
 bool use_tiled_kernel(int64_t in_features, int64_t out_features, at::ScalarType dtype) {
@@ -155,7 +162,7 @@ void forward_gemm(
   // The half types go to oneDNN in one call instead: its bfloat16/float16 kernels lost more, run per block on
   // one thread each, than the in-cache sigmoid saved (0.9x eager at 5000x300->300 bfloat16).
   const int64_t K = w.size(1);
-  const bool half_type = y.scalar_type() == at::kBFloat16 || y.scalar_type() == at::kHalf;
+  const bool half_type = is_half_type(y.scalar_type());
   const int64_t split = N * K * M >= kMinSplitGemmMultiplyAdds ? kGemmSplit : 1;
   const int64_t block_rows = half_type ? N
                                        : std::max<int64_t>(64, std::min<int64_t>(
@@ -216,6 +223,8 @@ at::Tensor linear_sigmoid_cpu(
     forward_by_rows(kernels.linear_sigmoid_rows, x, w, b, y);
   } else if (use_tiled_kernel(K, M, x.scalar_type())) {
     forward_by_rows(kernels.linear_sigmoid_tiled_rows, x, w, b, y);
+  } else if (is_half_type(x.scalar_type()) && !has_native_half_gemm(x.scalar_type())) {
+    linear_sigmoid_through_float(x, w, b, y);
   } else {
     forward_gemm(x, w, b, y);
   }
@@ -394,6 +403,9 @@ linear_sigmoid_backward_cpu(
     return backward_one_pass(
         kernels.linear_sigmoid_backward_rows, kDirectBackwardChunkRows, dy, y, x, weight.contiguous(), input,
         output_mask);
+  }
+  if (is_half_type(y.scalar_type()) && !has_native_half_gemm(y.scalar_type())) {
+    return linear_sigmoid_backward_through_float(dy, y, x, weight.contiguous(), input, output_mask);
   }
   // Under torch.use_deterministic_algorithms(True) float and double take the one-pass tiled backward whatever the
   // weight's size: BLAS splits the weight gradient's long sum over the rows among its threads, so its result
