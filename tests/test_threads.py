@@ -167,7 +167,7 @@ def test_deterministic_backward_is_the_same_at_one_and_two_threads(case, restore
     assert_bitwise_equal(one, two, case[0], names=RESULTS[1:])
 
 
-@pytest.mark.parametrize("case", [case for case in CASES if case[0] in HALF_GEMM_CASES], ids=HALF_GEMM_CASES)
+@pytest.mark.parametrize("case", [case for case in CASES if case[0] in HALF_GEMM_CASES], ids=lambda case: case[0])
 def test_deterministic_backward_without_onednn_is_the_same_at_one_and_two_threads(case, restore_threads,
                                                                                    deterministic):
     # Without oneDNN's kernels for the type (turned off here; on some CPUs always) the rows go through float.
