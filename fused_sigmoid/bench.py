@@ -219,8 +219,9 @@ def matmul_rate(dtype: torch.dtype, threads: int, device: str = "cpu") -> float:
 
 def compute_yardsticks(rates: dict[torch.dtype, float], threads: int, device: str) -> dict[torch.dtype, float]:
     """The matmul rate each dtype's compute floor is measured against. On a CPU without fast kernels for a half type
-    (ATen then runs its own loop, 6-40x slower than float BLAS) the machine can still do that work at float32's
-    rate, as the op's through-float path does: a half type's yardstick is the faster of the two."""
+    (ATen then runs its own loop, over 100x slower than float BLAS on a large product here) the machine can still do
+    that work at float32's rate, as the op's through-float path does: a half type's yardstick is the faster of the
+    two."""
     if device == "cuda":
         return rates
     float_rate = rates.get(torch.float32) or matmul_rate(torch.float32, threads, device)

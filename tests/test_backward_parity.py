@@ -57,6 +57,18 @@ def test_half_backward_computes_each_gradient_alone_as_with_the_others(dtype, sh
     # The CPU's half backward for few outputs, and the CUDA per-row backward (4097 x 3 -> 2, which copies no x
     # without the weight gradient), run each gradient's loop only when it is asked for: alone, each comes out bit for
     # bit as when all three are computed, and the others are None.
+    assert_each_gradient_alone_as_with_the_others(dtype, shape, device)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_backward_without_onednn_computes_each_gradient_alone_as_with_the_others(dtype):
+    # Through float (oneDNN turned off; three blocks of rows): the bias gradient is summed apart from the float
+    # kernels, which are asked only for the other two, or not called when the bias gradient is all that is asked.
+    with torch.backends.mkldnn.flags(enabled=False):
+        assert_each_gradient_alone_as_with_the_others(dtype, (9000, 64, 64), "cpu")
+
+
+def assert_each_gradient_alone_as_with_the_others(dtype, shape, device):
     rows, in_features, out_features = shape
     x, w, _ = leaves((rows,), in_features, out_features, dtype, device)
     x, w = x.detach(), w.detach()
@@ -270,6 +282,7 @@ def test_wide_grad_input_written_around_the_cache(dtype, in_features, device):
     (torch.float32, (2000, 64, 64)),    # tiled
     (torch.float32, (500, 600, 300)),   # GEMM
     (torch.bfloat16, (500, 20, 12)),    # GEMM, half type
+    (torch.bfloat16, (9000, 64, 64)),   # through float where oneDNN has no bfloat16 kernels: blocks of rows
 ])
 def test_bias_gradient_is_the_rounded_exact_sum_of_dz(dtype, case, device):
     # Every path sums a float or half bias gradient in double and rounds once: it is the exact column sum of

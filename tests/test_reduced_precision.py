@@ -114,10 +114,10 @@ def test_layouts_within_twice_eager_error(precision, shape, layout, device, monk
 # bfloat16 and float16 where ATen has no oneDNN kernels for the type (any CPU with oneDNN turned off; bfloat16 on
 # CPUs without AVX-512, float16 on most): eager runs ATen's own loop for its GEMMs, and the op instead widens blocks
 # of rows to float for its float kernels. (3001, 30, 2): bfloat16's backward there on the float direct kernel;
-# (1000, 96, 40) the tiled kernel; (300, 600, 300) a weight past the tiled kernel's, on float BLAS; (9000, 64, 64)
-# several blocks of rows.
+# (1000, 96, 40) the tiled kernel; (300, 1200, 300) a weight past the tiled kernel's (up to half of L2), on float
+# BLAS; (9000, 64, 64) several blocks of rows.
 @pytest.mark.parametrize("layout", ["contiguous", "sliced"])
-@pytest.mark.parametrize("shape", [(3001, 30, 2), (1000, 96, 40), (300, 600, 300), (9000, 64, 64)],
+@pytest.mark.parametrize("shape", [(3001, 30, 2), (1000, 96, 40), (300, 1200, 300), (9000, 64, 64)],
                          ids=lambda shape: "x".join(map(str, shape)))
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_without_onednn_within_twice_eager_error(dtype, shape, layout):

@@ -17,7 +17,8 @@ CASES = [
     # An odd row count: a thread's range then starts off a multiple of the kernel's four-row groups.
     ("direct vectorised", 9001, 30, 5, torch.float64),
     ("direct vectorised float32", 9001, 30, 5, torch.float32),
-    # Its backward is the GEMM path's (bfloat16 takes the direct backward for one output or the exact shapes).
+    # Its backward is the GEMM path's, or through float where oneDNN has no bfloat16 kernels (bfloat16 takes the
+    # direct backward for one output or the exact shapes).
     ("direct vectorised bfloat16", 9001, 30, 2, torch.bfloat16),
     ("direct vectorised bfloat16, one output", 9001, 30, 1, torch.bfloat16),
     ("direct vectorised float16", 9001, 30, 5, torch.float16),

@@ -1,21 +1,26 @@
 #include "half_through_float.h"
 
+#include "kernels.h"
 #include "large_buffers.h"
 
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 
 #include <algorithm>
+#include <vector>
 
 namespace fused_sigmoid::cpu {
 namespace {
 
-// Float values of the blocks widened at once (inputs and outputs of a block together): small enough that the extra
-// memory stays a few MiB whatever the batch, large enough that each block's kernels still split among the threads.
+// Float values of the blocks widened at once (inputs and outputs of a block together), so that the extra memory
+// stays a few MiB whatever the batch; but never fewer rows than the float GEMM path's 16 blocks of 64 rows, so that
+// a block of a wide layer still splits among 16 threads. Fixed by the shape alone, never by the thread count: BLAS
+// rounds a row differently with the number of rows in its call.
 constexpr int64_t kBlockFloats = 1 << 20;
+constexpr int64_t kMinBlockRows = 1024;
 
 int64_t block_rows(int64_t floats_per_row) {
-  return std::max<int64_t>(1, kBlockFloats / std::max<int64_t>(1, floats_per_row));
+  return std::max(kMinBlockRows, kBlockFloats / std::max<int64_t>(1, floats_per_row));
 }
 
 // ATen's answer, asked through the op torch.ops.mkldnn registers for it; a build without oneDNN has no such op, and
@@ -63,25 +68,34 @@ LinearSigmoidGradients linear_sigmoid_backward_through_float(
   const int64_t M = w.size(0);
   const at::Tensor w_float = w.to(at::kFloat);
   at::Tensor grad_input = output_mask[0] ? empty_large({N, K}, x.options()) : at::Tensor();
-  // The blocks' weight and bias gradients are added in double, in order, and rounded once at the end.
-  const at::TensorOptions sums = x.options().dtype(at::kDouble);
-  at::Tensor weight_sums = output_mask[1] ? at::zeros({M, K}, sums) : at::Tensor();
-  at::Tensor bias_sums = output_mask[2] ? at::zeros({M}, sums) : at::Tensor();
+  // The blocks' weight gradients are added in double, in order, and rounded once at the end.
+  at::Tensor weight_sums = output_mask[1] ? at::zeros({M, K}, x.options().dtype(at::kDouble)) : at::Tensor();
+  // The bias gradient is summed here, every row's dz into one sum in double, as on the other paths: a block's own
+  // would come back already rounded to float.
+  std::vector<double> bias_sums(output_mask[2] ? M : 0, 0.0);
+  const std::array<bool, 3> float_mask = {output_mask[0], output_mask[1], false};
   // dy, y, x and grad_input in float.
   const int64_t rows = block_rows(2 * (K + M));
+  at::Tensor dz = output_mask[2] ? at::empty({std::min(rows, N), M}, x.options().dtype(at::kFloat)) : at::Tensor();
   for (int64_t r0 = 0; r0 < N; r0 += rows) {
     const int64_t n = std::min(rows, N - r0);
     const auto widened = [&](const at::Tensor& t) { return t.narrow(0, r0, n).to(at::kFloat); };
-    const auto [grad_input_rows, grad_weight, grad_bias] =
-        call_linear_sigmoid_backward(widened(dy), widened(y), widened(x), w_float, output_mask);
+    const at::Tensor dy_rows = widened(dy);
+    const at::Tensor y_rows = widened(y);
+    if (output_mask[2]) {
+      kernels_for_this_cpu().sigmoid_backward_rows(
+          at::kFloat, dy_rows.const_data_ptr(), y_rows.const_data_ptr(), n, M, dz.mutable_data_ptr(),
+          bias_sums.data());
+    }
+    if (!output_mask[0] && !output_mask[1]) {
+      continue;
+    }
+    const LinearSigmoidGradients block = call_linear_sigmoid_backward(dy_rows, y_rows, widened(x), w_float, float_mask);
     if (output_mask[0]) {
-      grad_input.narrow(0, r0, n).copy_(*grad_input_rows);
+      grad_input.narrow(0, r0, n).copy_(*std::get<0>(block));
     }
     if (output_mask[1]) {
-      weight_sums.add_(*grad_weight);
-    }
-    if (output_mask[2]) {
-      bias_sums.add_(*grad_bias);
+      weight_sums.add_(*std::get<1>(block));
     }
   }
   LinearSigmoidGradients gradients;
@@ -92,7 +106,7 @@ LinearSigmoidGradients linear_sigmoid_backward_through_float(
     std::get<1>(gradients) = weight_sums.to(w.scalar_type());
   }
   if (output_mask[2]) {
-    std::get<2>(gradients) = bias_sums.to(w.scalar_type());
+    std::get<2>(gradients) = at::tensor(bias_sums, x.options().dtype(at::kDouble)).to(w.scalar_type());
   }
   return gradients;
 }

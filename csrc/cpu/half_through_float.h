@@ -12,7 +12,8 @@ namespace fused_sigmoid::cpu {
 
 // Whether ATen's GEMMs in this dtype run oneDNN's kernels for it here, as ATen itself decides: a CPU with the
 // instructions oneDNN needs for the type (AVX-512 for bfloat16; AVX-512-FP16 or AMX for float16) and oneDNN not
-// turned off (torch.backends.mkldnn). Elsewhere ATen's own loop runs them, 6-40x slower than float BLAS.
+// turned off (torch.backends.mkldnn). Elsewhere ATen's own loop runs them, on an AVX2 Zen 3 8-27x slower than float
+// BLAS for the benchmark's layers.
 bool has_native_half_gemm(at::ScalarType dtype);
 
 // y = sigmoid(x @ w^T + b) for half x, w, b: blocks of rows of x widened to float run the float kernels, by the float

@@ -16,7 +16,9 @@
 #include <tuple>
 #include <vector>
 
+#if __has_include(<unistd.h>)
 #include <unistd.h>
+#endif
 
 namespace fused_sigmoid::cpu {
 namespace {
@@ -110,7 +112,7 @@ bool is_half_type(at::ScalarType dtype) {
 bool use_tiled_kernel(int64_t in_features, int64_t out_features, at::ScalarType dtype) {
   const bool single_or_double = dtype == at::kFloat || dtype == at::kDouble;
   return single_or_double && out_features >= kMinTiledOutFeatures &&
-      in_features * out_features * c10::elementSize(dtype) <= tiled_weight_bytes();
+      in_features * out_features * static_cast<int64_t>(c10::elementSize(dtype)) <= tiled_weight_bytes();
 }
 
 // Output block of the GEMM path: it must still be in the core's L2 when the sigmoid runs over it.
