@@ -115,6 +115,11 @@ bool use_tiled_kernel(int64_t in_features, int64_t out_features, at::ScalarType 
       in_features * out_features * static_cast<int64_t>(c10::elementSize(dtype)) <= tiled_weight_bytes();
 }
 
+// The half types' shapes that neither direct kernel takes, where ATen has no oneDNN kernels for the type.
+bool use_through_float(at::ScalarType dtype) {
+  return is_half_type(dtype) && !has_native_half_gemm(dtype);
+}
+
 // Output block of the GEMM path: it must still be in the core's L2 when the sigmoid runs over it.
 constexpr int64_t kGemmBlockBytes = 512 * 1024;
 // Below this many multiply-adds a GEMM is not cut up for the threads.
@@ -241,7 +246,7 @@ at::Tensor linear_sigmoid_cpu(
     forward_by_rows(kernels.linear_sigmoid_rows, x, w, b, y);
   } else if (use_tiled_kernel(K, M, x.scalar_type())) {
     forward_by_rows(kernels.linear_sigmoid_tiled_rows, x, w, b, y);
-  } else if (is_half_type(x.scalar_type()) && !has_native_half_gemm(x.scalar_type())) {
+  } else if (use_through_float(x.scalar_type())) {
     linear_sigmoid_through_float(x, w, b, y);
   } else {
     forward_gemm(x, w, b, y);
@@ -422,7 +427,7 @@ linear_sigmoid_backward_cpu(
         kernels.linear_sigmoid_backward_rows, kDirectBackwardChunkRows, dy, y, x, weight.contiguous(), input,
         output_mask);
   }
-  if (is_half_type(y.scalar_type()) && !has_native_half_gemm(y.scalar_type())) {
+  if (use_through_float(y.scalar_type())) {
     return linear_sigmoid_backward_through_float(dy, y, x, weight.contiguous(), input, output_mask);
   }
   // Under torch.use_deterministic_algorithms(True) float and double take the one-pass tiled backward whatever the
