@@ -31,7 +31,8 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 DTYPES = (torch.float32, torch.float64, torch.bfloat16)
 # Feature counts skewed small (most draws are cheap) but spanning every kernel: in_features up to 8 and
 # out_features up to 4 have exact-shape loops, out_features up to 8 the direct kernel, from 9 the tiled one (one
-# vector wide up to 16 float outputs on AVX-512) until the weight passes 512 KiB (600 x 300 float32), then GEMM.
+# vector wide up to 16 float outputs on AVX-512) until the weight passes half of a core's L2 (kernel_path's labels
+# take 512 KiB, 600 x 300 float32), then GEMM.
 # 0 (an empty weight) is drawn apart, rarely (see rarely_zero).
 IN_FEATURES = st.one_of(st.integers(1, 8), st.integers(9, 80), st.integers(81, 600))
 OUT_FEATURES = st.one_of(st.integers(1, 4), st.integers(5, 8), st.integers(9, 31), st.integers(32, 300))
@@ -61,7 +62,9 @@ def kernel_path(leading, in_features, out_features, dtype):
             return "direct, exact shape" if exact_shape else "direct, vectorised"
         if in_features * out_features * dtype.itemsize <= 512 * 1024:
             return "tiled, one vector wide" if dtype == torch.float32 and out_features <= 16 else "tiled"
-        return "GEMM in blocks" if rows * in_features * out_features >= 2**22 and rows > 64 else "GEMM, one call"
+        split = 16 if rows * in_features * out_features >= 2**22 else 1
+        block_rows = max(64, min(512 * 1024 // (out_features * dtype.itemsize), -(-rows // split)))
+        return "GEMM in blocks" if rows > block_rows and 2 * block_rows >= in_features else "GEMM, one call"
     if in_features <= 8 and out_features <= 4:
         return "direct, exact shape" if exact_shape else "direct, vectorised"
     return "GEMM, one call"
@@ -342,7 +345,7 @@ PATH_EXAMPLES = [
     Problem(torch.float32, (10,), 16, 12, True),                   # tiled, one vector wide (AVX-512)
     Problem(torch.float64, (3000,), 64, 24, True),                 # tiled, padded columns
     Problem(torch.float32, (10,), 400, 400, True),                 # GEMM, one call
-    Problem(torch.float64, (100,), 300, 300, True),                # GEMM in blocks
+    Problem(torch.float64, (100,), 128, 1100, True),               # GEMM in blocks
     Problem(torch.float32, (4, 7), 600, 300, True, ("contiguous", "feature_step", "contiguous")),  # large weight
     Problem(torch.bfloat16, (50,), 20, 12, False),                 # half type on GEMM
     Problem(torch.float32, (0, 3), 5, 2, True),                    # empty batch

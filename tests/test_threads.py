@@ -26,8 +26,11 @@ CASES = [
     ("tiled, one vector wide", 1001, 64, 12, torch.float32),
     ("tiled, 9 outputs", 1000, 64, 9, torch.float64),
     ("GEMM one call", 20, 300, 500, torch.float32),
-    ("GEMM in blocks", 700, 300, 300, torch.float64),
-    ("GEMM in blocks, float32", 700, 300, 500, torch.float32),
+    # Weights past 1 MiB (the tiled kernel's bound is half of L2), cut into 64-row blocks: the GEMM path makes blocks
+    # only when they hold at least half as many rows as in_features.
+    ("GEMM in blocks", 700, 128, 1100, torch.float64),
+    ("GEMM in blocks, float32", 700, 128, 2200, torch.float32),
+    ("GEMM too deep for blocks", 700, 300, 1100, torch.float64),
     ("GEMM bfloat16", 500, 20, 12, torch.bfloat16),
     ("GEMM float16", 500, 20, 12, torch.float16),
 ]
