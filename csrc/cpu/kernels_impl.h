@@ -642,13 +642,14 @@ void linear_sigmoid_rows_typed(
 
 // Rows of one register tile of the tiled kernel, two vectors wide. The tile needs at least 8 independent
 // accumulators (two FMA units, four cycles of latency) and must leave registers for the two weight vectors and
-// the broadcast input. Measured on Zen 4: with 32 vector registers (AVX-512) 6 rows ran fastest (8 rows 3% slower, 4
-// and 12 rows up to 25% and 45% slower); with 16 on AVX2 4 rows, 15-28% faster than 3 and even with 6. The
-// portable build keeps 3: its vectors are pairs of SSE registers, and 3 rows already fill the 16 of them.
-#if defined(CPU_CAPABILITY_AVX512)
+// the broadcast input. With 32 vector registers (AVX-512, on a Zen 4) 6 rows ran fastest (8 rows 3% slower, 4 and 12
+// rows up to 25% and 45% slower). With AVX2's 16, 6 rows too (12 accumulators, 2 weight vectors, the broadcast: 15
+// registers): on a Zen 4 they ran even with 4 rows (and 15-28% faster than 3), and on a Zen 3 faster than 4, one
+// thread, paired with eager: 16384 x 256 -> 256 float32 forward 0.93-1.03x eager against 0.83-0.94x, training step
+// 0.97-0.98x against 0.77-0.84x; 16384 x 128 -> 256 1.01-1.02x against 0.93x, 1.13-1.16x against 0.89-0.93x.
+// The portable build keeps 3: its vectors are pairs of SSE registers, and 3 rows already fill the 16 of them.
+#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
 constexpr int kTileRows = 6;
-#elif defined(CPU_CAPABILITY_AVX2)
-constexpr int kTileRows = 4;
 #else
 constexpr int kTileRows = 3;
 #endif
