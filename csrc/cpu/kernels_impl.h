@@ -646,7 +646,9 @@ void linear_sigmoid_rows_typed(
 // rows up to 25% and 45% slower). With AVX2's 16, 6 rows too (12 accumulators, 2 weight vectors, the broadcast: 15
 // registers): on a Zen 4 they ran even with 4 rows (and 15-28% faster than 3), and on a Zen 3 faster than 4, one
 // thread, paired with eager: 16384 x 256 -> 256 float32 forward 0.93-1.03x eager against 0.83-0.94x, training step
-// 0.97-0.98x against 0.77-0.84x; 16384 x 128 -> 256 1.01-1.02x against 0.93x, 1.13-1.16x against 0.89-0.93x.
+// 0.97-0.98x against 0.77-0.84x; 16384 x 128 -> 256 1.01-1.02x against 0.93x, 1.13-1.16x against 0.89-0.93x. Short
+// rows lost some of their forward lead there (65536 x 64 -> 64 about 10% slower, 1.1-1.2x eager against 1.2-1.3x;
+// 30001 x 100 -> 20 1.0-1.1x against 1.1-1.3x).
 // The portable build keeps 3: its vectors are pairs of SSE registers, and 3 rows already fill the 16 of them.
 #if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
 constexpr int kTileRows = 6;
@@ -780,12 +782,14 @@ void sigmoid_tiles(const T* x, int64_t ldx, const T* wt, int64_t ldw, const T* b
   constexpr int64_t tile_cols = NV * Vec::size();
   // A one-vector tile is taller (8 accumulators still hide the FMA latency; 12 ran slower) and does half the
   // arithmetic per byte of x, so it asks for the next tile's rows while it works: the hardware prefetcher, seeing
-  // one word from each of 8 rows in turn, left it waiting on memory at half the speed. The two-vector tile ran 3%
-  // slower with the same prefetch.
+  // one word from each of 8 rows in turn, left it waiting on memory at half the speed. So does a two-vector tile
+  // when it is the only one across the outputs: 30001 x 100 -> 10 float32 on a Zen 3 ran 1.2-1.4x eager in 6-row
+  // tiles without it, 1.6x with it (one thread). Where a row of tiles spans several column tiles, its rows of x are
+  // read long enough for the hardware prefetcher: there the two-vector tile ran 3% slower with the prefetch (Zen 4).
   constexpr int tile_height = NV == 1 ? 8 : kTileRows;
   over_row_tiles<tile_height>(rows, [&](auto tile_rows, int64_t r0) {
     constexpr int R = decltype(tile_rows)::value;
-    if (NV == 1 && r0 + R < rows) {
+    if ((NV == 1 || M <= tile_cols) && r0 + R < rows) {
       prefetch_rows(x + (r0 + R) * ldx, ldx, std::min<int64_t>(R, rows - r0 - R), K);
     }
     // Each row tile sweeps every column tile while its rows of x stay in L1.
