@@ -31,8 +31,8 @@ namespace {
 //   (it is re-read for every tile of rows): a register-tiled GEMM that applies bias and sigmoid to its
 //   accumulators (1.5-2x BLAS plus a sigmoid pass at 30001 x 100 -> 10, one thread).
 // - GEMM: everything else (large weights, and the half types where oneDNN has kernels for them): BLAS, then the
-//   sigmoid; forward_gemm says when it cuts the rows into blocks whose sigmoid runs while they are in L2 and when it
-//   makes one call.
+//   sigmoid; gemm_block_rows says when the forward cuts the rows into blocks whose sigmoid runs while they are in L2
+//   and when it makes one call.
 // - through float: the half types' other shapes on CPUs where ATen has no fast GEMM for them (half_through_float.h):
 //   blocks of rows widened to float take the float kernels by these same rules.
 constexpr int64_t kMaxDirectOutFeatures = 8;
