@@ -780,16 +780,18 @@ void sigmoid_tiles(const T* x, int64_t ldx, const T* wt, int64_t ldw, const T* b
                    int64_t M, T* y) {
   using Vec = Vectorized<T>;
   constexpr int64_t tile_cols = NV * Vec::size();
-  // A one-vector tile is taller (8 accumulators still hide the FMA latency; 12 ran slower) and does half the
-  // arithmetic per byte of x, so it asks for the next tile's rows while it works: the hardware prefetcher, seeing
-  // one word from each of 8 rows in turn, left it waiting on memory at half the speed. So does a two-vector tile
-  // when it is the only one across the outputs: 30001 x 100 -> 10 float32 on a Zen 3 ran 1.2-1.4x eager in 6-row
-  // tiles without it, 1.6x with it (one thread). Where a row of tiles spans several column tiles, its rows of x are
-  // read long enough for the hardware prefetcher: there the two-vector tile ran 3% slower with the prefetch (Zen 4).
+  // A one-vector tile is taller (8 accumulators still hide the FMA latency; 12 ran slower).
+  // A layer one tile wide (every one-vector layer, and two-vector layers up to 16 float outputs on AVX2) asks for the
+  // next tile's rows while it works: it spends little time on each row, and the hardware prefetcher, seeing one word
+  // from each of 8 rows in turn, left the one-vector tile waiting on memory at half the speed; 30001 x 100 -> 10
+  // float32 on a Zen 3 ran 1.2-1.4x eager in 6-row two-vector tiles without it, 1.6x with it (one thread). Where a
+  // row of tiles spans several column tiles, its rows of x are read long enough for the hardware prefetcher: there
+  // the two-vector tile ran 3% slower with the prefetch (Zen 4).
   constexpr int tile_height = NV == 1 ? 8 : kTileRows;
+  const bool one_tile_wide = M <= tile_cols;
   over_row_tiles<tile_height>(rows, [&](auto tile_rows, int64_t r0) {
     constexpr int R = decltype(tile_rows)::value;
-    if ((NV == 1 || M <= tile_cols) && r0 + R < rows) {
+    if (one_tile_wide && r0 + R < rows) {
       prefetch_rows(x + (r0 + R) * ldx, ldx, std::min<int64_t>(R, rows - r0 - R), K);
     }
     // Each row tile sweeps every column tile while its rows of x stay in L1.
