@@ -1233,6 +1233,7 @@ void linear_sigmoid_backward_tiled_rows_typed(const T* dy, const T* y, const T* 
   }
   // x is the weight gradient's B, each block's rows copied into panels one tile wide (see pack_panels).
   std::vector<T> x_panels(weight_sums != nullptr ? block_rows * ldk : 0);
+  std::vector<T> dz_tile(weight_sums != nullptr ? block_rows * kTileRows : 0);
   std::vector<T> dz(block_rows * M);
   for (int64_t r0 = 0; r0 < rows; r0 += block_rows) {
     const int64_t n = std::min(block_rows, rows - r0);
@@ -1256,11 +1257,16 @@ void linear_sigmoid_backward_tiled_rows_typed(const T* dy, const T* y, const T* 
     }
     if (weight_sums != nullptr) {
       pack_panels<tile_cols>(x + r0 * ldx, ldx, n, K, x_panels.data());
-      // Rows of the weight gradient are outputs m: A(m, r) = dz[r, m] is dz^T read in place.
+      // Rows of the weight gradient are outputs m: A(m, r) = dz[r, m], dz^T. Each row tile's part of it is copied
+      // depth by depth into dz_tile, which it then reads as one stream from L1 for every column tile.
       over_row_tiles(M, [&](auto tile_rows, int64_t m0) {
+        constexpr int R = decltype(tile_rows)::value;
+        for (int64_t r = 0; r < n; ++r) {
+          std::copy(dz.data() + r * M + m0, dz.data() + r * M + m0 + R, dz_tile.data() + r * R);
+        }
         for (int64_t c0 = 0; c0 < K; c0 += tile_cols) {
-          gemm_tile<decltype(tile_rows)::value, kTileVectors>(
-              dz.data() + m0, 1, M, x_panels.data() + c0 * n, tile_cols, n, [&](int r, int j, Vec sums) {
+          gemm_tile<R, kTileVectors>(
+              dz_tile.data(), 1, R, x_panels.data() + c0 * n, tile_cols, n, [&](int r, int j, Vec sums) {
                 const int64_t count = columns_in_vector<T>(K, c0, j);
                 if (count > 0) {
                   T* partial = weight_sums + (m0 + r) * K + c0 + j * V;
