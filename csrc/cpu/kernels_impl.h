@@ -1257,13 +1257,11 @@ void linear_sigmoid_backward_tiled_rows_typed(const T* dy, const T* y, const T* 
     }
     if (weight_sums != nullptr) {
       pack_panels<tile_cols>(x + r0 * ldx, ldx, n, K, x_panels.data());
-      // Rows of the weight gradient are outputs m: A(m, r) = dz[r, m], dz^T. Each row tile's part of it is copied
-      // depth by depth into dz_tile, which it then reads as one stream from L1 for every column tile.
+      // Rows of the weight gradient are outputs m: A(m, r) = dz[r, m], dz^T. Each row tile's R columns of dz are
+      // packed into dz_tile (one panel R wide), which the tile then reads as one stream from L1 for every column tile.
       over_row_tiles(M, [&](auto tile_rows, int64_t m0) {
         constexpr int R = decltype(tile_rows)::value;
-        for (int64_t r = 0; r < n; ++r) {
-          std::copy(dz.data() + r * M + m0, dz.data() + r * M + m0 + R, dz_tile.data() + r * R);
-        }
+        pack_panels<R>(dz.data() + m0, M, n, R, dz_tile.data());
         for (int64_t c0 = 0; c0 < K; c0 += tile_cols) {
           gemm_tile<R, kTileVectors>(
               dz_tile.data(), 1, R, x_panels.data() + c0 * n, tile_cols, n, [&](int r, int j, Vec sums) {
